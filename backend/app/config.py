@@ -1,0 +1,143 @@
+"""Application settings: the only place that reads the environment."""
+
+import logging
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+logger = logging.getLogger(__name__)
+
+BACKEND_DIR = Path(__file__).resolve().parent.parent
+
+# Values people paste from examples; never acceptable outside development.
+PLACEHOLDER_SECRETS = frozenset(
+    {"changeme", "change-me", "secret", "your-secret-key", "jwt-secret", "development", "test"}
+)
+MIN_SECRET_LENGTH = 32
+
+
+class Settings(BaseSettings):
+    """Typed settings, read from environment variables (and `.env`) named as in the plan."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    environment: Literal["development", "staging", "production"] = "development"
+    app_name: str = "Hiring Pro API"
+    app_version: str = "1.0.0"
+    data_dir: Path = BACKEND_DIR / ".data"
+
+    # Database. No DATABASE_URL means the embedded SQLite file under data_dir.
+    database_url: str | None = None
+    use_external_pooler: bool = False
+    db_pool_size: int = Field(20, ge=1)
+    db_max_overflow: int = Field(30, ge=0)
+    db_pool_timeout_seconds: float = Field(10.0, gt=0)
+    db_pool_recycle_seconds: int = Field(300, ge=1)
+    db_statement_timeout_ms: int = Field(30_000, ge=0)
+    db_application_name: str = "hiring-pro-backend"
+
+    # Redis. No REDIS_URL means the in-process memory backend.
+    redis_url: str | None = None
+    redis_pool_size: int = Field(20, ge=1)
+    redis_mode: Literal["standalone", "sentinel", "cluster"] = "standalone"
+    redis_sentinel_hosts: str = ""
+    redis_sentinel_master: str = "mymaster"
+    redis_socket_timeout_seconds: float = Field(0.25, gt=0)
+    redis_connect_timeout_seconds: float = Field(0.25, gt=0)
+
+    cache_enabled: bool = True
+    rate_limit_enabled: bool = True
+    rate_limit_requests_per_minute: int = Field(100, ge=1)
+    rate_limit_burst: int = Field(20, ge=0)
+    circuit_breaker_failure_threshold: int = Field(5, ge=1)
+    circuit_breaker_recovery_timeout: float = Field(30.0, gt=0)
+
+    # Client IP: how many proxies append to X-Forwarded-For in front of us (EB: ALB + nginx = 2).
+    trusted_proxy_count: int = Field(0, ge=0)
+
+    aws_region: str = "us-east-1"
+    aws_endpoint_url: str | None = None
+    queue_backend: Literal["local", "sqs"] = "local"
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    enable_request_logging: bool = True
+    sentry_dsn: SecretStr | None = None
+
+    # Auth.
+    jwt_secret: SecretStr | None = None
+    access_token_expire_minutes: int = Field(60, ge=1, le=24 * 60)
+    # Argon2id cost (OWASP's minimum profile): cheap enough for login bursts, tunable per deploy.
+    password_hash_time_cost: int = Field(2, ge=1)
+    password_hash_memory_kib: int = Field(19_456, ge=8)
+
+    # Uploads and listings.
+    max_resume_bytes: int = Field(5 * 1024 * 1024, ge=1024)
+    max_page_size: int = Field(100, ge=1)
+
+    @model_validator(mode="after")
+    def _check_secrets(self) -> "Settings":
+        if self.environment != "development":
+            secret = self.jwt_secret.get_secret_value() if self.jwt_secret else ""
+            if len(secret) < MIN_SECRET_LENGTH or secret.lower() in PLACEHOLDER_SECRETS:
+                raise ValueError(
+                    f"JWT_SECRET must be set to a random value of at least {MIN_SECRET_LENGTH} "
+                    f"characters when ENVIRONMENT={self.environment} "
+                    "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+                )
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL to connect to: DATABASE_URL, or the embedded SQLite file."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'hiring_pro.db'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.sqlalchemy_url.startswith("sqlite")
+
+    def jwt_signing_key(self) -> str:
+        """The HS256 key. In development without JWT_SECRET, a random key kept in data_dir.
+
+        The key is persisted (mode 0600) so tokens survive restarts and are shared by every worker
+        process; it is never a fixed, guessable value.
+        """
+        if self.jwt_secret is not None:
+            return self.jwt_secret.get_secret_value()
+        return _development_secret(self.data_dir)
+
+
+@lru_cache
+def _development_secret(data_dir: Path) -> str:
+    path = data_dir / "jwt_secret"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        # Write a private temp file, then link it into place: concurrent workers agree on one key.
+        tmp = data_dir / f"jwt_secret.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(secrets.token_urlsafe(48))
+        try:
+            os.link(tmp, path)
+            logger.warning("JWT_SECRET not set: generated a development key in %s", path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_text(encoding="utf-8").strip()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

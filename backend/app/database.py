@@ -1,0 +1,140 @@
+"""Async engine and per-request sessions: Postgres via asyncpg, or the embedded SQLite file."""
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+from uuid import uuid4
+
+from fastapi import Depends, Request
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import NullPool
+
+from app.config import Settings
+
+
+def _unique_statement_name() -> str:
+    return f"__asyncpg_{uuid4()}__"
+
+
+def create_engine(settings: Settings, *, role: str = "web") -> AsyncEngine:
+    """Build the engine for the configured database.
+
+    `role` tags Postgres connections (application_name) so they are traceable on the server.
+    """
+    url = make_url(settings.sqlalchemy_url)
+    if url.get_backend_name() == "sqlite":
+        return _create_sqlite_engine(settings)
+
+    server_settings = {"application_name": f"{settings.db_application_name}-{role}"}
+    if settings.use_external_pooler:
+        # Supavisor/PgBouncer in transaction mode hands each transaction to any server connection,
+        # so nothing may outlive a transaction: no asyncpg statement cache, no SQLAlchemy prepared
+        # statement cache, and a unique name per prepared statement. The pooler does the pooling;
+        # a second pool here would pin pooler clients and hide its queueing (Supabase recommends
+        # NullPool on port 6543).
+        engine = create_async_engine(
+            url,
+            poolclass=NullPool,
+            connect_args={
+                "statement_cache_size": 0,
+                "prepared_statement_cache_size": 0,
+                "prepared_statement_name_func": _unique_statement_name,
+                "server_settings": server_settings,
+            },
+        )
+        # Poolers drop startup options, so the timeout is set per transaction instead.
+        _set_local_statement_timeout(engine, settings.db_statement_timeout_ms)
+        return engine
+
+    server_settings["statement_timeout"] = str(settings.db_statement_timeout_ms)
+    return create_async_engine(
+        url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout_seconds,
+        pool_recycle=settings.db_pool_recycle_seconds,
+        pool_pre_ping=True,
+        connect_args={"server_settings": server_settings},
+    )
+
+
+def _create_sqlite_engine(settings: Settings) -> AsyncEngine:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(settings.sqlalchemy_url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        # WAL lets readers proceed during a write; foreign keys are off by default in SQLite.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    return engine
+
+
+def _set_local_statement_timeout(engine: AsyncEngine, timeout_ms: int) -> None:
+    statement = f"SET LOCAL statement_timeout = {int(timeout_ms)}"
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            connection.exec_driver_sql(statement)
+
+
+@dataclass
+class Database:
+    """The engine, a session factory for writes and an autocommit engine for plain reads."""
+
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    read_engine: AsyncEngine
+
+    @classmethod
+    def create(cls, settings: Settings, *, role: str = "web") -> "Database":
+        engine = create_engine(settings, role=role)
+        return cls(
+            engine=engine,
+            sessionmaker=async_sessionmaker(engine, expire_on_commit=False, autoflush=False),
+            # Reads that need no transaction skip BEGIN/ROLLBACK round trips; same pool.
+            read_engine=engine.execution_options(isolation_level="AUTOCOMMIT"),
+        )
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def get_database(request: Request) -> Database:
+    """The app's Database, created in the lifespan."""
+    database: Database = request.app.state.database
+    return database
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One session per request; commits when the route returns, rolls back on error.
+
+    Used with ``scope="function"`` so the commit runs before the response is sent: a failing
+    commit becomes an error response instead of a 200 for work that was lost.
+    """
+    async with get_database(request).sessionmaker() as session:
+        yield session
+        await session.commit()
+
+
+async def get_read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
+    """An autocommit connection for read-only routes (no transaction round trips)."""
+    async with get_database(request).read_engine.connect() as connection:
+        yield connection
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+ReadConnDep = Annotated[AsyncConnection, Depends(get_read_connection, scope="function")]

@@ -1,0 +1,84 @@
+"""Password hashing (argon2id) and HS256 access tokens (PyJWT)."""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from app.config import Settings
+
+Role = Literal["candidate", "admin"]
+JWT_ALGORITHM = "HS256"
+_ROLES: frozenset[str] = frozenset({"candidate", "admin"})
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    """The verified claims of an access token."""
+
+    user_id: int
+    role: Role
+    expires_at: datetime
+
+
+class InvalidToken(Exception):
+    """The token is malformed, forged, expired or carries unusable claims."""
+
+
+def password_hasher(settings: Settings) -> PasswordHasher:
+    """An argon2id hasher with the configured cost."""
+    return PasswordHasher(
+        time_cost=settings.password_hash_time_cost,
+        memory_cost=settings.password_hash_memory_kib,
+        parallelism=1,
+    )
+
+
+def verify_password(hasher: PasswordHasher, password_hash: str, password: str) -> bool:
+    """True when `password` matches `password_hash`; never raises on a bad hash."""
+    try:
+        return hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def create_access_token(
+    settings: Settings, user_id: int, role: Role, now: datetime | None = None
+) -> tuple[str, int]:
+    """Sign an access token; returns it with its lifetime in seconds."""
+    issued = now or datetime.now(UTC)
+    lifetime = settings.access_token_expire_minutes * 60
+    claims = {
+        "sub": str(user_id),
+        "role": role,
+        "iat": int(issued.timestamp()),
+        "exp": int((issued + timedelta(seconds=lifetime)).timestamp()),
+    }
+    return jwt.encode(claims, settings.jwt_signing_key(), algorithm=JWT_ALGORITHM), lifetime
+
+
+def decode_access_token(settings: Settings, token: str) -> TokenClaims:
+    """Verify signature, expiry and claims; raise InvalidToken otherwise."""
+    return decode_access_token_with_key(settings.jwt_signing_key(), token)
+
+
+def decode_access_token_with_key(key: str, token: str) -> TokenClaims:
+    """Like decode_access_token, for hot paths that hold the key already."""
+    try:
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms=[JWT_ALGORITHM],
+            options={"require": ["sub", "exp", "iat"]},
+        )
+    except jwt.PyJWTError as exc:
+        raise InvalidToken(str(exc)) from exc
+    sub, role = claims.get("sub"), claims.get("role")
+    if not isinstance(sub, str) or not sub.isdigit() or role not in _ROLES:
+        raise InvalidToken("unusable claims")
+    return TokenClaims(
+        user_id=int(sub), role=role, expires_at=datetime.fromtimestamp(claims["exp"], UTC)
+    )
