@@ -49,6 +49,14 @@ class Settings(BaseSettings):
     redis_sentinel_master: str = "mymaster"
     redis_socket_timeout_seconds: float = Field(0.25, gt=0)
     redis_connect_timeout_seconds: float = Field(0.25, gt=0)
+    redis_health_check_interval_seconds: int = Field(30, ge=0)
+    # Client retries: connection errors only (a timed-out script may have run), with short backoff.
+    redis_retry_attempts: int = Field(1, ge=0)
+    redis_retry_backoff_base_seconds: float = Field(0.005, gt=0)
+    redis_retry_backoff_cap_seconds: float = Field(0.05, gt=0)
+    # Breaker around Redis itself: after a failure skip Redis this long, doubling up to the max.
+    redis_backoff_seconds: float = Field(1.0, gt=0)
+    redis_backoff_max_seconds: float = Field(10.0, gt=0)
 
     cache_enabled: bool = True
     rate_limit_enabled: bool = True

@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from app.config import Settings, get_settings
 from app.database import Database
 from app.errors import install_error_handlers
+from app.services.redis import RedisService
 from app.services.storage import create_storage
 
 
@@ -17,9 +18,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     app.state.database = Database.create(settings, role="web")
     app.state.storage = create_storage(settings)
+    app.state.redis = RedisService(settings)
+    await app.state.redis.start()
     try:
         yield
     finally:
+        await app.state.redis.close()
         await app.state.database.dispose()
 
 
