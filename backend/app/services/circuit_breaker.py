@@ -2,10 +2,11 @@
 
 Design (resilience4j semantics, made safe across processes):
 
-* Every state decision is one Lua script run atomically in Redis on three keys that share the breaker's
-  hash tag (``cb:{name}:s`` state hash, ``cb:{name}:w`` window buckets, ``cb:{name}:p`` probe permits),
-  so N processes recording failures at once open the breaker exactly once, and exactly
-  ``half_open_max_calls`` probes get a permit fleet-wide. Time is Redis's ``TIME``: no clock skew.
+* Every state decision is one Lua script run atomically in Redis on three keys that share the
+  breaker's hash tag (``cb:{name}:s`` state hash, ``cb:{name}:w`` window buckets, ``cb:{name}:p``
+  probe permits), so N processes recording failures at once open the breaker exactly once,
+  and exactly ``half_open_max_calls`` probes get a permit fleet-wide.
+  Time is Redis's ``TIME``: no clock skew.
 * The healthy path costs no Redis round trip: outcomes are counted in the process and published in
   batches (at once after any failure, otherwise every ``batch_size`` calls or ``sync_interval``
   seconds). Each publication returns the fleet state, so a failure storm opens the breaker for every
@@ -13,8 +14,8 @@ Design (resilience4j semantics, made safe across processes):
 * The breaker opens on ``failure_threshold`` consecutive failures, or when the failure rate or the
   slow-call rate over the last ``window_seconds`` reaches its threshold (after ``minimum_calls``).
   The open duration backs off exponentially on failed probes and honours an upstream's Retry-After.
-* Probe permits expire after ``permit_ttl``: a probe that crashed or hangs past it counts as failed and
-  the breaker re-opens instead of staying HALF_OPEN.
+* Probe permits expire after ``permit_ttl``: a probe that crashed or hangs past it counts as failed
+  and the breaker re-opens instead of staying HALF_OPEN.
 * Operators can force a breaker open or disable it at runtime (shared through Redis).
 * Without Redis (not configured, or unreachable) the same state machine runs in the process.
 """
@@ -236,7 +237,9 @@ if st == 'half_open' and redis.call('ZCOUNT', P, '-inf', now) > 0 then open(0) e
 # ARGV[2] generation the counts belong to (-1: unknown), ARGV[3] calls, ARGV[4] failures,
 # ARGV[5] slow calls, ARGV[6] failures since the batch's last success, ARGV[7] 1 if the batch had a
 # success, ARGV[8] Retry-After hold in ms. Counts only apply to a CLOSED breaker of that generation.
-_REPORT = _PRELUDE + """
+_REPORT = (
+    _PRELUDE
+    + """
 local rgen = tonumber(ARGV[2])
 local calls = tonumber(ARGV[3])
 if st == 'closed' and op == '' and calls > 0 and (rgen < 0 or rgen == gen) then
@@ -265,9 +268,12 @@ if st == 'closed' and op == '' and calls > 0 and (rgen < 0 or rgen == gen) then
 end
 return finish('')
 """
+)
 
 # ARGV[2] permit id. Verdict: 'permit' (run as a probe), 'pass' (closed/disabled) or 'reject'.
-_ACQUIRE = _PRELUDE + """
+_ACQUIRE = (
+    _PRELUDE
+    + """
 if op == 'forced_open' then return finish('reject') end
 if op == 'disabled' then return finish('pass') end
 if st == 'open' and now >= open_until then
@@ -283,10 +289,13 @@ if redis.call('ZCARD', P) < cfg.half_max then
 end
 return finish('reject')
 """
+)
 
 # ARGV[2] permit id, ARGV[3] outcome ('success' | 'failure' | 'ignore'), ARGV[4] hold ms.
 # An expired permit was already counted as a failure by the prelude: its outcome is ignored.
-_RELEASE = _PRELUDE + """
+_RELEASE = (
+    _PRELUDE
+    + """
 if redis.call('ZREM', P, ARGV[2]) == 1 and st == 'half_open' then
   if ARGV[3] == 'success' then
     hok = hok + 1; dirty = true
@@ -297,9 +306,12 @@ if redis.call('ZREM', P, ARGV[2]) == 1 and st == 'half_open' then
 end
 return finish('')
 """
+)
 
 # ARGV[2] operator state: '' (automatic), 'forced_open' or 'disabled'. Any change resets to CLOSED.
-_OPERATOR = _PRELUDE + """
+_OPERATOR = (
+    _PRELUDE
+    + """
 if ARGV[2] ~= op then
   op = ARGV[2]
   close()
@@ -307,6 +319,7 @@ if ARGV[2] ~= op then
 end
 return finish('')
 """
+)
 
 _SNAPSHOT = _PRELUDE + "return finish('')\n"
 
@@ -538,7 +551,9 @@ class CircuitBreaker:
         """The state as this process last saw it (no I/O)."""
         return self._state
 
-    async def call(self, func: Callable[[], Awaitable[T]], *, fallback: Fallback[T] | None = None) -> T:
+    async def call(
+        self, func: Callable[[], Awaitable[T]], *, fallback: Fallback[T] | None = None
+    ) -> T:
         """Run ``func()`` through the breaker.
 
         Raises CircuitOpenError when the breaker is open; with ``fallback``, returns
@@ -726,7 +741,12 @@ class CircuitBreaker:
             logger.exception("circuit breaker %s: publishing outcomes failed", self.name)
 
     async def _flush(self) -> None:
-        generation, calls, failures, slow = self._generation, self._calls, self._failures, self._slow
+        generation, calls, failures, slow = (
+            self._generation,
+            self._calls,
+            self._failures,
+            self._slow,
+        )
         trailing, had_success, hold = self._trailing, self._had_success, self._hold
         self._calls = self._failures = self._slow = self._trailing = 0
         self._had_success, self._hold = False, 0.0
@@ -748,7 +768,9 @@ class CircuitBreaker:
             if self._scripts is None:
                 self._scripts = {key: redis.script(lua) for key, lua in _SCRIPTS.items()}
             try:
-                reply = await self._scripts[script](keys=self._keys, args=[self._config_json, *args])
+                reply = await self._scripts[script](
+                    keys=self._keys, args=[self._config_json, *args]
+                )
             except RedisError as exc:
                 redis.mark_failure(exc)
             else:
@@ -845,6 +867,8 @@ def create_breakers(settings: Settings, redis: RedisService | None) -> BreakerRe
     for name, (failures, recovery) in PLAN_BREAKERS.items():
         registry.add(
             name,
-            BreakerConfig(failure_threshold=failures, recovery_timeout=recovery, success_threshold=2),
+            BreakerConfig(
+                failure_threshold=failures, recovery_timeout=recovery, success_threshold=2
+            ),
         )
     return registry
