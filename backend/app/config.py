@@ -65,6 +65,29 @@ class Settings(BaseSettings):
     circuit_breaker_failure_threshold: int = Field(5, ge=1)
     circuit_breaker_recovery_timeout: float = Field(30.0, gt=0)
 
+    # External services (app/services/ai.py, vector_search.py, storage.py). "local" is the
+    # deterministic in-process implementation; the others are real clients behind breakers.
+    ai_backend: Literal["local", "gemini"] = "local"
+    gemini_api_key: SecretStr | None = None
+    gemini_base_url: str = "https://generativelanguage.googleapis.com"
+    gemini_model: str = "gemini-2.5-flash"
+    gemini_timeout_seconds: float = Field(20.0, gt=0)
+    vector_backend: Literal["local", "pinecone"] = "local"
+    pinecone_api_key: SecretStr | None = None
+    # The index's data-plane host from the Pinecone console (https://<index>-<project>.svc...).
+    pinecone_index_host: str | None = None
+    pinecone_namespace: str = "candidates"
+    pinecone_timeout_seconds: float = Field(5.0, gt=0)
+    vector_dimension: int = Field(512, ge=8)
+    storage_backend: Literal["local", "s3"] = "local"
+    s3_bucket: str | None = None
+    # S3-compatible endpoint (Supabase Storage's S3 URL, MinIO, ...); None means AWS S3.
+    s3_endpoint_url: str | None = None
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_timeout_seconds: float = Field(10.0, gt=0)
+    http_max_connections: int = Field(100, ge=1)
+
     # Client IP: how many proxies append to X-Forwarded-For in front of us (EB: ALB + nginx = 2).
     trusted_proxy_count: int = Field(0, ge=0)
 
@@ -97,6 +120,18 @@ class Settings(BaseSettings):
                     f"characters when ENVIRONMENT={self.environment} "
                     "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _check_backends(self) -> "Settings":
+        if self.ai_backend == "gemini" and self.gemini_api_key is None:
+            raise ValueError("AI_BACKEND=gemini needs GEMINI_API_KEY")
+        if self.vector_backend == "pinecone" and (
+            self.pinecone_api_key is None or not self.pinecone_index_host
+        ):
+            raise ValueError("VECTOR_BACKEND=pinecone needs PINECONE_API_KEY and PINECONE_INDEX_HOST")
+        if self.storage_backend == "s3" and not self.s3_bucket:
+            raise ValueError("STORAGE_BACKEND=s3 needs S3_BUCKET")
         return self
 
     @property
