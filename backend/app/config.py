@@ -129,7 +129,9 @@ class Settings(BaseSettings):
         if self.vector_backend == "pinecone" and (
             self.pinecone_api_key is None or not self.pinecone_index_host
         ):
-            raise ValueError("VECTOR_BACKEND=pinecone needs PINECONE_API_KEY and PINECONE_INDEX_HOST")
+            raise ValueError(
+                "VECTOR_BACKEND=pinecone needs PINECONE_API_KEY and PINECONE_INDEX_HOST"
+            )
         if self.storage_backend == "s3" and not self.s3_bucket:
             raise ValueError("STORAGE_BACKEND=s3 needs S3_BUCKET")
         return self
