@@ -10,6 +10,16 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.services.rate_limit_rules import (
+    DEFAULT_EXACT_PATHS,
+    DEFAULT_EXEMPT_PATHS,
+    DEFAULT_METHOD_CATEGORIES,
+    DEFAULT_PREFIX_RULES,
+    DEFAULT_TIERS,
+    PathRule,
+    RateLimitTier,
+)
+
 logger = logging.getLogger(__name__)
 
 BACKEND_DIR = Path(__file__).resolve().parent.parent
@@ -62,6 +72,26 @@ class Settings(BaseSettings):
     rate_limit_enabled: bool = True
     rate_limit_requests_per_minute: int = Field(100, ge=1)
     rate_limit_burst: int = Field(20, ge=0)
+    # The limiter's table (app/services/rate_limit_rules.py); each is JSON in the environment.
+    rate_limit_tiers: dict[str, RateLimitTier] = Field(default_factory=lambda: dict(DEFAULT_TIERS))
+    rate_limit_exact_paths: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_EXACT_PATHS)
+    )
+    rate_limit_prefix_rules: list[PathRule] = Field(
+        default_factory=lambda: list(DEFAULT_PREFIX_RULES)
+    )
+    rate_limit_method_categories: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_METHOD_CATEGORIES)
+    )
+    rate_limit_exempt_paths: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_EXEMPT_PATHS)
+    )
+    # Web processes sharing the limits (instances x workers). With Redis down each process
+    # enforces 1/N of every tier, so the fleet as a whole stays near the configured limit.
+    rate_limit_expected_processes: int = Field(4, ge=1)
+    rate_limit_local_max_keys: int = Field(100_000, ge=100)
+    # Decisions made in the same event-loop turn share one EVALSHA (not on Cluster).
+    rate_limit_batch_max: int = Field(64, ge=1)
     circuit_breaker_failure_threshold: int = Field(5, ge=1)
     circuit_breaker_recovery_timeout: float = Field(30.0, gt=0)
 

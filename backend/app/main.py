@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from app.config import Settings, get_settings
 from app.database import Database
 from app.errors import install_error_handlers
+from app.middleware.rate_limiter import RateLimitMiddleware
 from app.services.redis import RedisService
 from app.services.storage import create_storage
 
@@ -33,6 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title=settings.app_name, version=settings.app_version, lifespan=lifespan)
     app.state.settings = settings
     install_error_handlers(app)
+    app.add_middleware(RateLimitMiddleware, settings=settings)
     return app
 
 

@@ -1,0 +1,265 @@
+"""Token buckets for the rate limiter: one atomic Lua script in Redis, and an in-process twin.
+
+Exact arithmetic: a bucket's level is an integer count of "units", one token being `period_us`
+units, and refilling adds `refill` units per microsecond, so `refill` tokens arrive every period
+with no rounding (integers stay far below 2**53, where Lua's doubles are still exact).
+"""
+
+import asyncio
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import redis
+import redis.asyncio
+
+from app.services.redis import RedisService
+
+# KEYS: the bucket keys of every decision, decision after decision.
+# ARGV[1]: the number of decisions D; then per decision its bucket count B, then per bucket
+#   capacity (tokens), refill (tokens per period), period (microseconds = units per token).
+# Returns 4 integers per decision: allowed (1/0), remaining tokens, retry-after (us; 0 when
+#   allowed), reset (us until every bucket of the decision is full again).
+# One token is taken from every bucket of a decision or from none (a refusal burns nothing).
+# Time is the server's own (TIME), so the clocks of the web hosts never matter. A bucket's key
+# lives exactly as long as it takes to refill, after which a missing key means "full".
+TOKEN_BUCKET_LUA = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local out = {}
+local arg = 2
+local first_key = 1
+for _ = 1, tonumber(ARGV[1]) do
+  local count = tonumber(ARGV[arg])
+  arg = arg + 1
+  local levels, fulls, rates, units = {}, {}, {}, {}
+  local allowed = 1
+  local wait = 0
+  for b = 1, count do
+    local unit = tonumber(ARGV[arg + 2])
+    local full = tonumber(ARGV[arg]) * unit
+    local rate = tonumber(ARGV[arg + 1])
+    arg = arg + 3
+    local level = full
+    local state = redis.call('HMGET', KEYS[first_key + b - 1], 'l', 't')
+    if state[1] then
+      level = tonumber(state[1])
+      local elapsed = now - tonumber(state[2])
+      if elapsed > 0 then
+        -- elapsed >= full already refills everything (rate >= 1); capping keeps products exact.
+        if elapsed > full then elapsed = full end
+        level = math.min(full, level + elapsed * rate)
+      end
+    end
+    if level < unit then
+      allowed = 0
+      wait = math.max(wait, math.ceil((unit - level) / rate))
+    end
+    levels[b], fulls[b], rates[b], units[b] = level, full, rate, unit
+  end
+  local remaining = -1
+  local reset = 0
+  for b = 1, count do
+    local level = levels[b]
+    if allowed == 1 then
+      level = level - units[b]
+      local key = KEYS[first_key + b - 1]
+      redis.call('HSET', key, 'l', string.format('%.0f', level), 't', string.format('%.0f', now))
+      redis.call('PEXPIRE', key, math.ceil((fulls[b] - level) / rates[b] / 1000) + 1)
+    end
+    local tokens = math.floor(level / units[b])
+    if remaining < 0 or tokens < remaining then remaining = tokens end
+    reset = math.max(reset, math.ceil((fulls[b] - level) / rates[b]))
+  end
+  first_key = first_key + count
+  out[#out + 1] = allowed
+  out[#out + 1] = remaining
+  out[#out + 1] = wait
+  out[#out + 1] = reset
+end
+return out
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of one request against all of its buckets."""
+
+    allowed: bool
+    remaining: int
+    retry_after_us: int
+    reset_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRequest:
+    """The buckets one request draws from: keys, and per key (capacity, refill, period_us)."""
+
+    keys: tuple[str, ...]
+    specs: tuple[tuple[int, int, int], ...]
+
+    @property
+    def cache_key(self) -> str:
+        return "\x00".join(self.keys)
+
+
+class DenialCache:
+    """Remembers Redis refusals until their retry time, so refused clients cost no round trip.
+
+    It only ever refuses (never admits) until the moment Redis said a token would exist, so it
+    cannot admit more than Redis would.
+    """
+
+    def __init__(self, max_keys: int) -> None:
+        self._until: dict[str, int] = {}
+        self._max_keys = max_keys
+
+    def check(self, cache_key: str, now_us: int) -> Decision | None:
+        """A refusal while `cache_key` is still denied, else None."""
+        until = self._until.get(cache_key)
+        if until is None:
+            return None
+        if until <= now_us:
+            del self._until[cache_key]
+            return None
+        wait = until - now_us
+        return Decision(allowed=False, remaining=0, retry_after_us=wait, reset_us=wait)
+
+    def remember(self, cache_key: str, now_us: int, decision: Decision) -> None:
+        """Record a refusal from Redis."""
+        if len(self._until) >= self._max_keys:
+            self._until = {k: v for k, v in self._until.items() if v > now_us}
+            if len(self._until) >= self._max_keys:
+                self._until.clear()
+        self._until[cache_key] = now_us + decision.retry_after_us
+
+
+class RedisBuckets:
+    """Runs decisions in Redis; decisions made in one event-loop turn share one EVALSHA.
+
+    `decide` returns None when Redis failed (the service is marked down and the caller falls
+    back to local buckets). On Cluster each decision is its own call, since one script may only
+    touch one slot and every decision's keys share a {hash tag}.
+    """
+
+    def __init__(self, service: RedisService, batch_max: int) -> None:
+        self.service = service
+        self._script = service.script(TOKEN_BUCKET_LUA)
+        self._batch_max = 1 if isinstance(service.client, redis.asyncio.RedisCluster) else batch_max
+        self._pending: list[tuple[DecisionRequest, asyncio.Future[Decision | None]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def decide(self, request: DecisionRequest) -> Decision | None:
+        """The Redis decision for `request`, or None when Redis is unavailable."""
+        if self._batch_max == 1:
+            results = await self._run([request])
+            return None if results is None else results[0]
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Decision | None] = loop.create_future()
+        self._pending.append((request, future))
+        if len(self._pending) == 1:
+            # Flush after the loop has run every callback that is ready now: concurrent
+            # requests join this batch instead of each paying a round trip.
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        for start in range(0, len(pending), self._batch_max):
+            task = asyncio.get_running_loop().create_task(
+                self._run_batch(pending[start : start + self._batch_max])
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run_batch(
+        self, batch: list[tuple[DecisionRequest, asyncio.Future[Decision | None]]]
+    ) -> None:
+        results = await self._run([request for request, _ in batch])
+        for index, (_, future) in enumerate(batch):
+            if not future.done():  # the waiting request may have been cancelled
+                future.set_result(None if results is None else results[index])
+
+    async def _run(self, requests: Sequence[DecisionRequest]) -> list[Decision] | None:
+        keys: list[str] = []
+        args: list[int] = [len(requests)]
+        for request in requests:
+            keys.extend(request.keys)
+            args.append(len(request.keys))
+            for spec in request.specs:
+                args.extend(spec)
+        try:
+            reply = await self._script(keys=keys, args=args)
+        except redis.RedisError as exc:
+            self.service.mark_failure(exc)
+            return None
+        self.service.mark_success()
+        return [
+            Decision(
+                allowed=reply[i] == 1,
+                remaining=int(reply[i + 1]),
+                retry_after_us=int(reply[i + 2]),
+                reset_us=int(reply[i + 3]),
+            )
+            for i in range(0, len(reply), 4)
+        ]
+
+
+class LocalBuckets:
+    """The same buckets in this process: the no-Redis mode, and the fallback when Redis is down.
+
+    `share` divides every bucket (capacity and refill) by the number of processes expected to
+    share the limit, never below one token of capacity, so a fallback is never fully open.
+    """
+
+    def __init__(self, max_keys: int) -> None:
+        # key -> (level in units, last update in us); insertion order doubles as LRU order.
+        self._state: dict[str, tuple[int, int]] = {}
+        self._max_keys = max_keys
+
+    def decide(self, request: DecisionRequest, share: int, now_us: int) -> Decision:
+        """Take one token from every bucket of `request`, or from none."""
+        levels: list[tuple[int, int, int, int]] = []  # (level, full, rate, unit)
+        allowed = True
+        wait = 0
+        for key, (capacity, refill, period_us) in zip(request.keys, request.specs, strict=True):
+            unit = period_us * share
+            full = max(1, capacity // share) * unit
+            level = full
+            state = self._state.get(key)
+            if state is not None:
+                elapsed = min(max(0, now_us - state[1]), full)
+                level = min(full, state[0] + elapsed * refill)
+            if level < unit:
+                allowed = False
+                wait = max(wait, -(-(unit - level) // refill))
+            levels.append((level, full, refill, unit))
+        remaining = -1
+        reset = 0
+        for key, (level, full, rate, unit) in zip(request.keys, levels, strict=True):
+            if allowed:
+                level -= unit
+                self._store(key, level, now_us)
+            tokens = level // unit
+            remaining = tokens if remaining < 0 else min(remaining, tokens)
+            reset = max(reset, -(-(full - level) // rate))
+        return Decision(allowed=allowed, remaining=remaining, retry_after_us=wait, reset_us=reset)
+
+    def _store(self, key: str, level: int, now_us: int) -> None:
+        self._state.pop(key, None)
+        if len(self._state) >= self._max_keys:
+            # Drop the least recently used bucket; a dropped bucket comes back full, which only
+            # matters for keys idle longer than everything else in the table.
+            del self._state[next(iter(self._state))]
+        self._state[key] = (level, now_us)
+
+
+def now_us() -> int:
+    """Monotonic microseconds for the in-process buckets."""
+    return time.monotonic_ns() // 1000
+
+
+def ceil_seconds(microseconds: int) -> int:
+    """Whole seconds, rounded up (headers and Retry-After)."""
+    return math.ceil(microseconds / 1_000_000)

@@ -1,0 +1,134 @@
+"""Rate-limit tiers and the path rules that pick a tier: one table, tunable from settings.
+
+The defaults are the plan's table. Every value can be replaced through the environment as JSON,
+e.g. ``RATE_LIMIT_TIERS='{"auth": {"capacity": 10, "refill": 10}, ...}'``; the whole table is
+validated when the app is built, so a typo fails at startup rather than per request.
+"""
+
+from collections.abc import Mapping, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class BucketLimit(BaseModel):
+    """A token bucket: `capacity` tokens, refilled at `refill` tokens every `period_seconds`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    capacity: int = Field(ge=1)
+    refill: int = Field(ge=1)
+    period_seconds: int = Field(60, ge=1)
+
+
+class RateLimitTier(BucketLimit):
+    """One category's limits: per identity, plus optional per-IP and global buckets.
+
+    A request consumes one token from every configured bucket, all or nothing. `shadow` decides and
+    counts refusals in metrics but never refuses, so new limits can be tried in production.
+    """
+
+    per_ip: BucketLimit | None = None
+    global_bucket: BucketLimit | None = None
+    shadow: bool = False
+
+
+class PathRule(BaseModel):
+    """Paths starting with `prefix` (and containing `contains`, when set) belong to `category`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prefix: str
+    contains: str = ""
+    category: str
+
+
+DEFAULT_TIERS: dict[str, RateLimitTier] = {
+    "auth": RateLimitTier(capacity=10, refill=10),
+    "ai_heavy": RateLimitTier(capacity=5, refill=5),
+    "upload": RateLimitTier(capacity=20, refill=20),
+    "read": RateLimitTier(capacity=200, refill=200),
+    "write": RateLimitTier(capacity=60, refill=60),
+    "default": RateLimitTier(capacity=100, refill=100),
+}
+
+DEFAULT_EXACT_PATHS: dict[str, str] = {
+    "/api/auth/login": "auth",
+    "/api/auth/register": "auth",
+    "/api/auth/forgot-password": "auth",
+    "/api/profile/resume": "ai_heavy",
+    "/api/admin/ai-generate": "ai_heavy",
+    "/api/profile/resume-status": "read",
+    "/api/jobs": "read",
+    "/api/tests/available": "read",
+    "/api/tests/submit": "write",
+    "/api/tests/complete": "write",
+}
+
+# Checked in order after the exact paths.
+DEFAULT_PREFIX_RULES: list[PathRule] = [
+    PathRule(prefix="/api/admin/", category="write"),
+    PathRule(prefix="/api/tests/", contains="/answer", category="write"),
+    PathRule(prefix="/uploads/", category="upload"),
+]
+
+DEFAULT_METHOD_CATEGORIES: dict[str, str] = {
+    "GET": "read",
+    "HEAD": "read",
+    "POST": "write",
+    "PUT": "write",
+    "PATCH": "write",
+    "DELETE": "write",
+}
+
+DEFAULT_EXEMPT_PATHS: list[str] = [
+    "/",
+    "/health",
+    "/health/ready",
+    "/health/detailed",
+    "/metrics",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+    "/openapi.json",
+]
+
+FALLBACK_CATEGORY = "default"
+
+
+class RateLimitRules:
+    """The compiled table: which category (or None for exempt) a request belongs to."""
+
+    def __init__(
+        self,
+        tiers: Mapping[str, RateLimitTier],
+        exact_paths: Mapping[str, str],
+        prefix_rules: Sequence[PathRule],
+        method_categories: Mapping[str, str],
+        exempt_paths: Sequence[str],
+    ) -> None:
+        referenced = {
+            FALLBACK_CATEGORY,
+            *exact_paths.values(),
+            *(rule.category for rule in prefix_rules),
+            *method_categories.values(),
+        }
+        missing = sorted(referenced - tiers.keys())
+        if missing:
+            raise ValueError(f"rate-limit categories without a tier: {', '.join(missing)}")
+        self.tiers = dict(tiers)
+        self._exact = dict(exact_paths)
+        self._prefixes = [(rule.prefix, rule.contains, rule.category) for rule in prefix_rules]
+        self._methods = {method.upper(): category for method, category in method_categories.items()}
+        self._exempt = frozenset(exempt_paths)
+
+    def category(self, method: str, path: str) -> str | None:
+        """The category of a request, or None when its path is exempt."""
+        if path in self._exempt:
+            return None
+        category = self._exact.get(path)
+        if category is not None:
+            return category
+        for prefix, contains, rule_category in self._prefixes:
+            if path.startswith(prefix) and contains in path:
+                return rule_category
+        return self._methods.get(method, FALLBACK_CATEGORY)
