@@ -136,9 +136,7 @@ class Settings(BaseSettings):
     password_hash_time_cost: int = Field(2, ge=1)
     password_hash_memory_kib: int = Field(19_456, ge=8)
 
-    # Uploads and listings.
     max_resume_bytes: int = Field(5 * 1024 * 1024, ge=1024)
-    max_page_size: int = Field(100, ge=1)
 
     @model_validator(mode="after")
     def _check_secrets(self) -> "Settings":

@@ -1,5 +1,6 @@
 """Password hashing (argon2id) and HS256 access tokens (PyJWT)."""
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -82,3 +83,42 @@ def decode_access_token_with_key(key: str, token: str) -> TokenClaims:
     return TokenClaims(
         user_id=int(sub), role=role, expires_at=datetime.fromtimestamp(claims["exp"], UTC)
     )
+
+
+PASSWORD_RESET_PURPOSE = "password_reset"
+PASSWORD_RESET_LIFETIME = timedelta(minutes=30)
+
+
+def password_fingerprint(password_hash: str) -> str:
+    """A short digest of the stored hash: a reset token dies once the password changes."""
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:32]
+
+
+def create_password_reset_token(settings: Settings, user_id: int, password_hash: str) -> str:
+    """A single-use (bound to the current password), 30-minute reset token."""
+    now = datetime.now(UTC)
+    claims = {
+        "sub": str(user_id),
+        "purpose": PASSWORD_RESET_PURPOSE,
+        "pwf": password_fingerprint(password_hash),
+        "iat": int(now.timestamp()),
+        "exp": int((now + PASSWORD_RESET_LIFETIME).timestamp()),
+    }
+    return jwt.encode(claims, settings.jwt_signing_key(), algorithm=JWT_ALGORITHM)
+
+
+def decode_password_reset_token(settings: Settings, token: str) -> tuple[int, str]:
+    """The user id and password fingerprint of a valid reset token; InvalidToken otherwise."""
+    try:
+        claims = jwt.decode(
+            token,
+            settings.jwt_signing_key(),
+            algorithms=[JWT_ALGORITHM],
+            options={"require": ["sub", "exp", "purpose", "pwf"]},
+        )
+    except jwt.PyJWTError as exc:
+        raise InvalidToken(str(exc)) from exc
+    sub, fingerprint = claims["sub"], claims["pwf"]
+    if claims["purpose"] != PASSWORD_RESET_PURPOSE or not str(sub).isdigit():
+        raise InvalidToken("not a reset token")
+    return int(sub), str(fingerprint)

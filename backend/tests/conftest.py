@@ -1,11 +1,22 @@
 """Shared fixtures: real Postgres and Redis, one private instance of each per test worker."""
 
-from collections.abc import Iterator
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import redis
+from fastapi import FastAPI
 
+from app.config import Settings
+from app.main import create_app
+from tests.support.database import create_migrated_database, drop_database, truncate_all
 from tests.support.redis_server import RedisServer
+
+TEST_JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 
 
 @pytest.fixture(scope="session")
@@ -29,3 +40,55 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
         redis_server.start()
     client.flushall()
     client.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A Postgres database for this test worker, migrated to head by Alembic."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    url = create_migrated_database(f"hp_test_{worker}")
+    yield url
+    asyncio.run(drop_database(url))
+
+
+@pytest.fixture
+async def database_url(postgres_url: str) -> AsyncIterator[str]:
+    """The worker's database, emptied after each test."""
+    yield postgres_url
+    await truncate_all(postgres_url)
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    """Test settings: fast password hashing, no rate limits unless a test asks for them."""
+    values: dict[str, Any] = {
+        "environment": "development",
+        "jwt_secret": TEST_JWT_SECRET,
+        "data_dir": tmp_path / "data",
+        "password_hash_time_cost": 1,
+        "password_hash_memory_kib": 1024,
+        "rate_limit_enabled": False,
+        "cache_enabled": False,
+        "redis_url": None,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return make_settings(tmp_path, database_url=database_url)
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    """The web app with its lifespan running."""
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http

@@ -1,14 +1,15 @@
 """Job postings."""
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import BigIntId, Base, JSONType, UTCDateTime, utcnow
 
-JOB_TYPES = ("Full Time", "Part Time", "Contract", "Internship", "Remote")
+JobType = Literal["Full Time", "Part Time", "Contract", "Internship", "Remote"]
+JOB_TYPES: tuple[str, ...] = get_args(JobType)
 
 
 class Job(Base):
@@ -17,20 +18,16 @@ class Job(Base):
         # The listing: newest active jobs first, optionally filtered by type.
         Index("ix_jobs_active_created", "active", "created_at", "id"),
         Index("ix_jobs_type_active_created", "job_type", "active", "created_at"),
-        Index("ix_jobs_location", "location"),
         # Substring search on Postgres (ILIKE '%term%') uses trigram indexes.
-        Index(
-            "ix_jobs_title_trgm",
-            "title",
-            postgresql_using="gin",
-            postgresql_ops={"title": "gin_trgm_ops"},
-        ).ddl_if(dialect="postgresql"),
-        Index(
-            "ix_jobs_description_trgm",
-            "description",
-            postgresql_using="gin",
-            postgresql_ops={"description": "gin_trgm_ops"},
-        ).ddl_if(dialect="postgresql"),
+        *(
+            Index(
+                f"ix_jobs_{column}_trgm",
+                column,
+                postgresql_using="gin",
+                postgresql_ops={column: "gin_trgm_ops"},
+            ).ddl_if(dialect="postgresql")
+            for column in ("title", "company", "description", "location")
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)

@@ -8,9 +8,6 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.models.base import BigIntId, Base, JSONType, UTCDateTime, utcnow
 
-RESUME_STATUSES = ("none", "uploaded", "queued", "processing", "parsed", "failed")
-
-
 class User(Base):
     __tablename__ = "users"
     __table_args__ = (CheckConstraint("role IN ('candidate', 'admin')", name="role"),)
@@ -37,6 +34,13 @@ class CandidateProfile(Base):
             name="resume_status",
         ),
         Index("ix_candidate_profiles_updated_at", "updated_at"),
+        # Candidate search's ILIKE '%term%' on summaries (Postgres only).
+        Index(
+            "ix_candidate_profiles_summary_trgm",
+            "summary",
+            postgresql_using="gin",
+            postgresql_ops={"summary": "gin_trgm_ops"},
+        ).ddl_if(dialect="postgresql"),
     )
 
     user_id: Mapped[int] = mapped_column(

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-28 20:48:32.492320
+Create Date: 2026-11-28 20:51:48.355105
 """
 
 from collections.abc import Sequence
@@ -20,7 +20,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     is_postgres = op.get_bind().dialect.name == "postgresql"
     if is_postgres:
-        # Trigram indexes serve the job search's ILIKE '%term%' filters.
+        # Trigram indexes serve the ILIKE '%term%' searches on jobs and candidate summaries.
         op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
     op.create_table('tests',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -65,6 +65,8 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('user_id', name=op.f('pk_candidate_profiles'))
     )
     op.create_index(op.f('ix_candidate_profiles_resume_status'), 'candidate_profiles', ['resume_status'], unique=False)
+    if is_postgres:
+        op.create_index('ix_candidate_profiles_summary_trgm', 'candidate_profiles', ['summary'], unique=False, postgresql_using='gin', postgresql_ops={'summary': 'gin_trgm_ops'})
     op.create_index('ix_candidate_profiles_updated_at', 'candidate_profiles', ['updated_at'], unique=False)
     op.create_table('jobs',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -83,8 +85,11 @@ def upgrade() -> None:
     )
     op.create_index('ix_jobs_active_created', 'jobs', ['active', 'created_at', 'id'], unique=False)
     if is_postgres:
+        op.create_index('ix_jobs_company_trgm', 'jobs', ['company'], unique=False, postgresql_using='gin', postgresql_ops={'company': 'gin_trgm_ops'})
+    if is_postgres:
         op.create_index('ix_jobs_description_trgm', 'jobs', ['description'], unique=False, postgresql_using='gin', postgresql_ops={'description': 'gin_trgm_ops'})
-    op.create_index('ix_jobs_location', 'jobs', ['location'], unique=False)
+    if is_postgres:
+        op.create_index('ix_jobs_location_trgm', 'jobs', ['location'], unique=False, postgresql_using='gin', postgresql_ops={'location': 'gin_trgm_ops'})
     if is_postgres:
         op.create_index('ix_jobs_title_trgm', 'jobs', ['title'], unique=False, postgresql_using='gin', postgresql_ops={'title': 'gin_trgm_ops'})
     op.create_index('ix_jobs_type_active_created', 'jobs', ['job_type', 'active', 'created_at'], unique=False)
@@ -162,12 +167,17 @@ def downgrade() -> None:
     op.drop_index('ix_jobs_type_active_created', table_name='jobs')
     if op.get_bind().dialect.name == "postgresql":
         op.drop_index('ix_jobs_title_trgm', table_name='jobs', postgresql_using='gin', postgresql_ops={'title': 'gin_trgm_ops'})
-    op.drop_index('ix_jobs_location', table_name='jobs')
+    if op.get_bind().dialect.name == "postgresql":
+        op.drop_index('ix_jobs_location_trgm', table_name='jobs', postgresql_using='gin', postgresql_ops={'location': 'gin_trgm_ops'})
     if op.get_bind().dialect.name == "postgresql":
         op.drop_index('ix_jobs_description_trgm', table_name='jobs', postgresql_using='gin', postgresql_ops={'description': 'gin_trgm_ops'})
+    if op.get_bind().dialect.name == "postgresql":
+        op.drop_index('ix_jobs_company_trgm', table_name='jobs', postgresql_using='gin', postgresql_ops={'company': 'gin_trgm_ops'})
     op.drop_index('ix_jobs_active_created', table_name='jobs')
     op.drop_table('jobs')
     op.drop_index('ix_candidate_profiles_updated_at', table_name='candidate_profiles')
+    if op.get_bind().dialect.name == "postgresql":
+        op.drop_index('ix_candidate_profiles_summary_trgm', table_name='candidate_profiles', postgresql_using='gin', postgresql_ops={'summary': 'gin_trgm_ops'})
     op.drop_index(op.f('ix_candidate_profiles_resume_status'), table_name='candidate_profiles')
     op.drop_table('candidate_profiles')
     op.drop_index(op.f('ix_users_role'), table_name='users')

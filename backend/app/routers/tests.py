@@ -1,0 +1,59 @@
+"""Timed tests: what is available, and taking one."""
+
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from app.database import ReadConnDep, SessionDep
+from app.deps import CandidateUser, CurrentUser
+from app.schemas.assessment import (
+    AnswerIn,
+    AnswerOut,
+    AssessmentSummaryOut,
+    AttemptOut,
+    CompleteIn,
+    ResultOut,
+    StartIn,
+    SubmitIn,
+    SubmitOut,
+)
+from app.services import assessments
+
+router = APIRouter(prefix="/api/tests", tags=["tests"])
+
+
+@router.get("/available", response_model=list[AssessmentSummaryOut])
+async def available_tests(user: CurrentUser, connection: ReadConnDep) -> Response:
+    """Active tests with their duration and number of questions."""
+    return Response(await assessments.list_available_json(connection), media_type="application/json")
+
+
+@router.post("/start")
+async def start_test(body: StartIn, user: CandidateUser, session: SessionDep) -> AttemptOut:
+    """Start a timed attempt, or resume the open one; questions come without answers."""
+    return AttemptOut.model_validate(await assessments.start_attempt(session, user.user_id, body.test_id))
+
+
+@router.post("/submit")
+async def submit_answers(body: SubmitIn, user: CandidateUser, session: SessionDep) -> SubmitOut:
+    """Save several answers at once (all or none); the attempt stays open until completed."""
+    await assessments.save_answers(
+        session, user.user_id, body.attempt_id, [(a.question_id, a.answer_text) for a in body.answers]
+    )
+    return SubmitOut(attempt_id=body.attempt_id, saved=len(body.answers))
+
+
+@router.post("/complete")
+async def complete_test(body: CompleteIn, user: CandidateUser, session: SessionDep) -> ResultOut:
+    """Finish and score the attempt; calling again returns the same result."""
+    return ResultOut.model_validate(await assessments.complete_attempt(session, user.user_id, body.attempt_id))
+
+
+@router.post("/{attempt_id}/answer")
+async def answer_question(
+    attempt_id: int, body: AnswerIn, user: CandidateUser, session: SessionDep
+) -> AnswerOut:
+    """Record (or replace) the answer to one question while the attempt is open."""
+    answered_at = await assessments.save_answers(
+        session, user.user_id, attempt_id, [(body.question_id, body.answer_text)]
+    )
+    return AnswerOut(attempt_id=attempt_id, question_id=body.question_id, answered_at=answered_at)

@@ -1,0 +1,60 @@
+"""Per-worker Postgres databases with the schema applied by Alembic."""
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import asyncpg
+from alembic import command
+from alembic.config import Config
+
+from app.config import Settings
+from app.models import Base
+
+BACKEND_DIR = Path(__file__).resolve().parents[2]
+ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def migrate(settings: Settings, revision: str = "head") -> None:
+    """Run `alembic upgrade` against the settings' database (call from a thread, not the loop)."""
+    config = Config(str(BACKEND_DIR / "alembic.ini"))
+    config.attributes["settings"] = settings
+    config.attributes["configure_logging"] = False
+    command.upgrade(config, revision)
+
+
+async def create_database(prefix: str) -> str:
+    """A new, empty database; returns its SQLAlchemy URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    connection = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+
+
+async def drop_database(url: str) -> None:
+    name = url.rsplit("/", 1)[-1]
+    connection = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+async def truncate_all(url: str) -> None:
+    """Empty every table of the model (fast between tests; identities restart)."""
+    tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
+    connection = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        await connection.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+    finally:
+        await connection.close()
+
+
+def create_migrated_database(prefix: str) -> str:
+    """Synchronous helper for session fixtures: create a database and migrate it to head."""
+    url = asyncio.run(create_database(prefix))
+    migrate(Settings(database_url=url, jwt_secret="x" * 40))
+    return url
