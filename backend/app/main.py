@@ -9,6 +9,9 @@ from app.config import Settings, get_settings
 from app.database import Database
 from app.errors import install_error_handlers
 from app.middleware.rate_limiter import RateLimitMiddleware
+from app.routers import admin, auth, jobs, notifications, profile, tests
+from app.security import password_hasher
+from app.services.auth import PasswordService
 from app.services.redis import RedisService
 from app.services.storage import create_storage
 
@@ -33,8 +36,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     app = FastAPI(title=settings.app_name, version=settings.app_version, lifespan=lifespan)
     app.state.settings = settings
+    app.state.passwords = PasswordService(password_hasher(settings))
     install_error_handlers(app)
     app.add_middleware(RateLimitMiddleware, settings=settings)
+    for router in (auth.router, profile.router, jobs.router, tests.router, notifications.router, admin.router):
+        app.include_router(router)
     return app
 
 
