@@ -11,9 +11,13 @@ from app.errors import install_error_handlers
 from app.middleware.rate_limiter import RateLimitMiddleware
 from app.routers import admin, auth, jobs, notifications, profile, tests
 from app.security import password_hasher
+from app.services.ai import create_ai
 from app.services.auth import PasswordService
+from app.services.circuit_breaker import create_breakers
+from app.services.http_client import create_http_client
 from app.services.redis import RedisService
-from app.services.storage import create_storage
+from app.services.storage import close_storage, create_storage
+from app.services.vector_search import create_vector_index
 
 
 @asynccontextmanager
@@ -21,12 +25,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Create the process's resources at startup and close them at shutdown."""
     settings: Settings = app.state.settings
     app.state.database = Database.create(settings, role="web")
-    app.state.storage = create_storage(settings)
     app.state.redis = RedisService(settings)
     await app.state.redis.start()
+    app.state.breakers = create_breakers(settings, app.state.redis)
+    app.state.http = create_http_client(settings)
+    app.state.storage = create_storage(settings, app.state.breakers)
+    app.state.ai = create_ai(settings, app.state.http, app.state.breakers)
+    app.state.vector_index = create_vector_index(settings, app.state.http, app.state.breakers)
     try:
         yield
     finally:
+        await app.state.breakers.close()
+        await close_storage(app.state.storage)
+        await app.state.http.aclose()
         await app.state.redis.close()
         await app.state.database.dispose()
 

@@ -32,6 +32,7 @@ from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any, ParamSpec, TypeVar
 
+import botocore.exceptions
 import httpx
 import orjson
 from prometheus_client import Counter, Gauge
@@ -94,10 +95,23 @@ class CircuitOpenError(ServiceUnavailable):
 
 
 def default_is_failure(exc: BaseException) -> bool:
-    """Timeouts, connection errors and 5xx answers count; 4xx (our bad request) does not."""
+    """Timeouts, connection errors and 5xx answers count; 4xx (our bad request) does not.
+
+    Understands httpx (Gemini, Pinecone) and botocore (S3) errors.
+    """
     if isinstance(exc, httpx.HTTPStatusError):
         return exc.response.status_code >= 500
-    return isinstance(exc, httpx.TransportError | TimeoutError | ConnectionError)
+    if isinstance(exc, botocore.exceptions.ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return int(status) >= 500
+    return isinstance(
+        exc,
+        httpx.TransportError
+        | TimeoutError
+        | ConnectionError
+        | botocore.exceptions.ConnectionError
+        | botocore.exceptions.HTTPClientError,
+    )
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -3,10 +3,17 @@
 import asyncio
 import os
 import re
+from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+
+import aioboto3
+from aiobotocore.config import AioConfig
+from botocore.exceptions import BotoCoreError, ClientError
 
 from app.config import Settings
+from app.services.circuit_breaker import BreakerRegistry, CircuitBreaker
+from app.services.http_client import UpstreamRejected, UpstreamUnavailable
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,511}$")
 
@@ -61,6 +68,96 @@ class LocalStorage:
         tmp.replace(path)
 
 
-def create_storage(settings: Settings) -> Storage:
-    """The storage backend chosen by settings."""
+class S3Storage:
+    """An S3-compatible bucket (AWS S3, Supabase Storage's S3 endpoint, MinIO) via aioboto3.
+
+    One client per process, opened on first use and closed by :meth:`close`; every call goes
+    through the ``supabase_storage`` breaker within S3_TIMEOUT_SECONDS.
+    """
+
+    def __init__(self, settings: Settings, breaker: CircuitBreaker) -> None:
+        if not settings.s3_bucket:
+            raise ValueError("S3Storage needs S3_BUCKET")
+        self._settings = settings
+        self._bucket = settings.s3_bucket
+        self._breaker = breaker
+        self._timeout = settings.s3_timeout_seconds
+        self._stack = AsyncExitStack()
+        self._client: Any = None
+        self._lock = asyncio.Lock()
+
+    async def _get_client(self) -> Any:
+        if self._client is None:
+            async with self._lock:
+                if self._client is None:
+                    settings = self._settings
+                    session = aioboto3.Session(
+                        aws_access_key_id=_secret(settings.s3_access_key_id),
+                        aws_secret_access_key=_secret(settings.s3_secret_access_key),
+                        region_name=settings.aws_region,
+                    )
+                    config = AioConfig(
+                        connect_timeout=min(3.0, self._timeout),
+                        read_timeout=self._timeout,
+                        # One quick retry at most: the breaker, not botocore, handles outages.
+                        retries={"max_attempts": 2, "mode": "standard"},
+                        max_pool_connections=settings.http_max_connections,
+                    )
+                    self._client = await self._stack.enter_async_context(
+                        session.client("s3", endpoint_url=settings.s3_endpoint_url, config=config)
+                    )
+        return self._client
+
+    async def _call(self, operation: str, key: str, **params: Any) -> Any:
+        client = await self._get_client()
+
+        async def send() -> Any:
+            async with asyncio.timeout(self._timeout):
+                return await getattr(client, operation)(Bucket=self._bucket, Key=key, **params)
+
+        try:
+            return await self._breaker.call(send)
+        except ClientError as exc:
+            error = exc.response.get("Error", {}).get("Code", "")
+            if error in ("NoSuchKey", "404", "NotFound"):
+                raise StorageNotFound(key) from exc
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+            if status >= 500:
+                raise UpstreamUnavailable(service=self._breaker.name) from exc
+            raise UpstreamRejected(service=self._breaker.name) from exc
+        except (BotoCoreError, TimeoutError) as exc:
+            raise UpstreamUnavailable(service=self._breaker.name) from exc
+
+    async def put(self, key: str, data: bytes, content_type: str) -> None:
+        await self._call("put_object", check_key(key), Body=data, ContentType=content_type)
+
+    async def get(self, key: str) -> bytes:
+        response = await self._call("get_object", check_key(key))
+        async with response["Body"] as body:
+            data: bytes = await body.read()
+        return data
+
+    async def delete(self, key: str) -> None:
+        await self._call("delete_object", check_key(key))
+
+    async def close(self) -> None:
+        """Close the client's connection pool (at shutdown)."""
+        self._client = None
+        await self._stack.aclose()
+
+
+def _secret(value: Any) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+def create_storage(settings: Settings, breakers: BreakerRegistry) -> Storage:
+    """The storage backend chosen by settings (STORAGE_BACKEND)."""
+    if settings.storage_backend == "s3":
+        return S3Storage(settings, breakers.get("supabase_storage"))
     return LocalStorage(settings.data_dir / "uploads")
+
+
+async def close_storage(storage: Storage) -> None:
+    """Release the backend's connections, if it holds any."""
+    if isinstance(storage, S3Storage):
+        await storage.close()
