@@ -88,7 +88,6 @@ async def start_attempt(session: AsyncSession, user_id: int, test_id: int) -> di
             await session.flush()
     except IntegrityError:
         # A concurrent start won the unique open-attempt index: resume that one.
-        session.expunge(attempt)
         winner = await _find_open_attempt(session, user_id, test_id)
         if winner is None:
             raise

@@ -1,0 +1,42 @@
+"""The request's commit happens before the response, and failures leak nothing."""
+
+import asyncpg
+import httpx
+from fastapi import FastAPI
+
+from tests.support.factories import auth, candidate_token
+
+FAIL_AT_COMMIT = """
+CREATE FUNCTION refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'secret-detail: refused at commit on host db.internal'; END $$;
+CREATE CONSTRAINT TRIGGER refuse_profile_commit AFTER UPDATE ON candidate_profiles
+DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_at_commit();
+"""
+CLEANUP = """
+DROP TRIGGER IF EXISTS refuse_profile_commit ON candidate_profiles;
+DROP FUNCTION IF EXISTS refuse_at_commit();
+"""
+
+
+async def test_a_failing_commit_is_an_error_response_and_writes_nothing(
+    app: FastAPI, database_url: str
+) -> None:
+    # Like a real server: the app's 500 response is what the client sees, not the exception.
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    client = httpx.AsyncClient(transport=transport, base_url="http://testserver")
+    token = await candidate_token(client)
+    connection = await asyncpg.connect(database_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        # A deferred constraint trigger fails only at COMMIT, after the route body succeeded.
+        await connection.execute(FAIL_AT_COMMIT)
+        response = await client.patch("/api/profile", headers=auth(token), json={"summary": "changed"})
+    finally:
+        await connection.execute(CLEANUP)
+        await connection.close()
+    assert response.status_code == 500
+    assert response.json() == {"error": {"code": "internal_error", "message": "An internal error occurred."}}
+    for leak in ("secret-detail", "db.internal", "UPDATE", "Traceback"):
+        assert leak not in response.text
+    profile = (await client.get("/api/profile", headers=auth(token))).json()
+    await client.aclose()
+    assert profile["summary"] is None
