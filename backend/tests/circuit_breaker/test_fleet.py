@@ -1,0 +1,191 @@
+"""The breaker shared by OS processes through a real Redis, against a real upstream process."""
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from tests.circuit_breaker.fleet import BREAKER, Fleet, total
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.redis_server import RedisServer
+
+pytestmark = pytest.mark.slow
+
+# Only the consecutive-failure rule, so each test controls exactly what opens the breaker.
+BASE: dict[str, Any] = {
+    "failure_threshold": 5,
+    "failure_rate_threshold": None,
+    "sync_interval": 0.2,
+}
+STATE_KEY = f"cb:{{{BREAKER}}}:s"
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        time.sleep(0.05)
+
+
+def shared_state(redis_url: str) -> dict[str, str]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        return client.hgetall(STATE_KEY)
+    finally:
+        client.close()
+
+
+def redis_now_ms(redis_url: str) -> int:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        seconds, micros = client.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+    finally:
+        client.close()
+
+
+def recovered(redis_url: str) -> bool:
+    """The shared OPEN period is over (the next call may probe)."""
+    return redis_now_ms(redis_url) >= int(shared_state(redis_url).get("until", "0"))
+
+
+@pytest.fixture
+def fleet_factory(redis_url: str, upstream: FakeUpstream) -> Iterator[Callable[..., Fleet]]:
+    fleets: list[Fleet] = []
+
+    def make(size: int = 4, **config: Any) -> Fleet:
+        fleet = Fleet(size, redis_url, upstream.url, BASE | config)
+        fleets.append(fleet)
+        return fleet
+
+    yield make
+    for fleet in fleets:
+        fleet.stop()
+
+
+def open_breaker(fleet: Fleet, upstream: FakeUpstream, calls: int = 10) -> None:
+    upstream.set_mode("503")
+    fleet.all("burst", calls)
+    wait_for(lambda: fleet.all("view") == ["open"] * len(fleet))
+
+
+def test_failure_storm_opens_once_and_upstream_sees_nothing_while_open(
+    fleet_factory: Callable[..., Fleet], upstream: FakeUpstream, redis_url: str
+) -> None:
+    fleet = fleet_factory(4, recovery_timeout=60.0)
+    upstream.set_mode("503")
+
+    storm = fleet.all("burst", 50)
+
+    assert total(storm, "ok") == 0
+    assert total(storm, "unavailable") + total(storm, "open") == 200
+    # Every process learns OPEN from its own published batch, without any further call.
+    wait_for(lambda: fleet.all("view") == ["open"] * 4)
+    state = shared_state(redis_url)
+    assert state["st"] == "open"
+    assert state["gen"] == "1"  # one transition fleet-wide, however many processes failed at once
+    seen = upstream.calls()
+
+    again = fleet.all("burst", 50)
+
+    assert total(again, "open") == 200
+    assert upstream.calls() == seen
+
+
+def test_exactly_one_probe_after_recovery_and_success_closes_for_everyone(
+    fleet_factory: Callable[..., Fleet], upstream: FakeUpstream, redis_url: str
+) -> None:
+    fleet = fleet_factory(4, recovery_timeout=1.0, success_threshold=2, permit_ttl=20.0)
+    open_breaker(fleet, upstream)
+    upstream.reset()
+    # The probe is slow, so every other process's calls overlap it.
+    upstream.set_mode("healthy", delay=1.0)
+    wait_for(lambda: recovered(redis_url))
+
+    outcomes = fleet.all("burst", 20)
+
+    assert total(outcomes, "ok") == 1
+    assert total(outcomes, "open") == 79
+    assert upstream.calls() == 1
+    wait_for(lambda: shared_state(redis_url).get("hok") == "1")
+    assert shared_state(redis_url)["st"] == "half_open"
+
+    # Success threshold 2: a second successful probe closes the breaker for the whole fleet.
+    upstream.set_mode("healthy")
+    assert fleet.one(2, "seq", 1) == {"ok": 1}
+    wait_for(lambda: fleet.all("refresh") == ["closed"] * 4)
+    assert fleet.all("burst", 5) == [{"ok": 5}] * 4
+    assert upstream.calls() == 22
+
+
+def test_failed_probe_reopens_with_backoff(
+    fleet_factory: Callable[..., Fleet], upstream: FakeUpstream, redis_url: str
+) -> None:
+    fleet = fleet_factory(4, recovery_timeout=1.0, backoff_multiplier=4.0)
+    open_breaker(fleet, upstream)
+    upstream.reset()
+    upstream.set_mode("503")
+    wait_for(lambda: recovered(redis_url))
+
+    outcomes = fleet.all("burst", 20)
+
+    assert upstream.calls() == 1
+    assert total(outcomes, "unavailable") == 1
+    assert total(outcomes, "open") == 79
+    wait_for(lambda: shared_state(redis_url).get("gen") == "3")  # open, half_open, open
+    state = shared_state(redis_url)
+    assert state["st"] == "open"
+    # The second open period is recovery x 4, not recovery again.
+    assert int(state["until"]) - redis_now_ms(redis_url) > 1500
+    assert total(fleet.all("burst", 10), "open") == 40
+    assert upstream.calls() == 1
+
+
+def test_hung_probe_does_not_hold_half_open_past_its_permit(
+    fleet_factory: Callable[..., Fleet], upstream: FakeUpstream, redis_url: str
+) -> None:
+    fleet = fleet_factory(2, recovery_timeout=0.5, permit_ttl=1.5)
+    open_breaker(fleet, upstream, calls=5)
+    upstream.reset()
+    upstream.set_mode("hang")
+    wait_for(lambda: recovered(redis_url))
+
+    fleet.one(0, "spawn")
+    wait_for(lambda: upstream.calls() == 1)
+    assert fleet.one(1, "refresh") == "half_open"
+
+    # The probe never returns, yet once its permit expires the breaker re-opens...
+    wait_for(lambda: fleet.one(1, "refresh") == "open")
+    assert fleet.one(0, "pending") == 1
+    # ...and after that open period another probe gets through and closes it.
+    upstream.set_mode("healthy")
+    wait_for(lambda: fleet.one(1, "seq", 1) == {"ok": 1})  # first of two successful probes
+    wait_for(lambda: fleet.one(1, "seq", 1) == {"ok": 1})
+    wait_for(lambda: fleet.one(1, "refresh") == "closed")
+    assert fleet.one(0, "pending") == 1
+
+
+def test_redis_down_breakers_work_per_process(
+    fleet_factory: Callable[..., Fleet],
+    upstream: FakeUpstream,
+    redis_server: RedisServer,
+    redis_url: str,
+) -> None:
+    fleet = fleet_factory(2, recovery_timeout=60.0)
+    redis_server.stop()
+    upstream.set_mode("503")
+    # The first decision after the outage notices it (and must not raise).
+    assert fleet.all("refresh") == ["closed", "closed"]
+
+    outcomes = fleet.all("seq", 20)
+
+    for answer in outcomes:
+        # Each process opens by itself: at most the threshold plus the call already in flight.
+        assert set(answer) <= {"unavailable", "open"}
+        assert 5 <= answer["unavailable"] <= 6
+        assert answer["open"] == 20 - answer["unavailable"]
+    assert fleet.all("view") == ["open", "open"]
+    assert upstream.calls() == total(outcomes, "unavailable")
