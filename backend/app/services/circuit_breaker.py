@@ -577,7 +577,6 @@ class CircuitBreaker:
         if now >= self._next_sync:
             self._next_sync = now + self.config.sync_interval
             self._schedule_flush()
-        permit: str | None = None
         if self._state is not State.CLOSED and self._state is not State.DISABLED:
             try:
                 permit = await self._admit(now)
@@ -585,14 +584,16 @@ class CircuitBreaker:
                 if fallback is None:
                     raise
                 return await fallback(exc)
+            if permit is not None:
+                return await self._probe(func, permit, now, fallback)
         try:
             result = await func()
         except BaseException as exc:
-            counted = self._record_error(exc, now, permit)
+            counted = self._record_error(exc, now)
             if fallback is not None and counted:
                 return await fallback(exc)
             raise
-        self._record_success(now, permit)
+        self._record_success(now)
         return result
 
     def guard(
@@ -645,44 +646,58 @@ class CircuitBreaker:
 
     # --- recording ---------------------------------------------------------------------------
 
-    def _record_success(self, started: float, permit: str | None) -> None:
-        slow = self._is_slow(started)
-        if permit is not None:
-            self._release(permit, "failure" if slow else "success", 0.0)
-            return
+    def _record_success(self, started: float) -> None:
         if self._state is not State.CLOSED:
             return
         self._calls += 1
-        self._slow += slow
+        self._slow += self._is_slow(started)
         self._trailing = 0
         self._had_success = True
         if self._calls >= self.config.batch_size:
             self._schedule_flush()
 
-    def _record_error(self, exc: BaseException, started: float, permit: str | None) -> bool:
+    def _record_error(self, exc: BaseException, started: float) -> bool:
         """Count the error; returns whether it counts as a failure."""
         if not isinstance(exc, Exception):
             # Cancellation (client went away, shutdown) says nothing about the upstream.
-            if permit is not None:
-                self._release(permit, "ignore", 0.0)
             return False
-        failed = self.config.is_failure(exc)
-        if not failed:
+        if not self.config.is_failure(exc):
             # The upstream answered (e.g. 4xx for our bad request): it is healthy.
-            self._record_success(started, permit)
+            self._record_success(started)
             return False
-        hold = self.config.retry_after_of(exc) or 0.0
-        if permit is not None:
-            self._release(permit, "failure", hold)
-            return True
         if self._state is State.CLOSED:
             self._calls += 1
             self._failures += 1
             self._slow += self._is_slow(started)
             self._trailing += 1
-            self._hold = max(self._hold, hold)
+            self._hold = max(self._hold, self.config.retry_after_of(exc) or 0.0)
             self._schedule_flush()
         return True
+
+    async def _probe(
+        self,
+        func: Callable[[], Awaitable[T]],
+        permit: str,
+        started: float,
+        fallback: Fallback[T] | None,
+    ) -> T:
+        """Run one HALF_OPEN probe and report its outcome before returning."""
+        try:
+            result = await func()
+        except Exception as exc:
+            failed = self.config.is_failure(exc)
+            hold = (self.config.retry_after_of(exc) or 0.0) if failed else 0.0
+            outcome = "failure" if failed or self._is_slow(started) else "success"
+            await self._run_release(permit, outcome, hold)
+            if failed and fallback is not None:
+                return await fallback(exc)
+            raise
+        except BaseException:
+            # Cancelled: give the permit back without a verdict (from a task: we are cancelled).
+            self._release_later(permit)
+            raise
+        await self._run_release(permit, "failure" if self._is_slow(started) else "success", 0.0)
+        return result
 
     def _is_slow(self, started: float) -> bool:
         limit = self.config.slow_call_duration
@@ -718,9 +733,8 @@ class CircuitBreaker:
             retry_after = max(self._until - now, self.config.sync_interval)
         return CircuitOpenError(self.name, retry_after)
 
-    def _release(self, permit: str, outcome: str, hold: float) -> None:
-        # In a task: a cancelled probe must still give its permit back.
-        task = asyncio.get_running_loop().create_task(self._run_release(permit, outcome, hold))
+    def _release_later(self, permit: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._run_release(permit, "ignore", 0.0))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
