@@ -5,6 +5,7 @@ from app.models.base import Base
 from app.models.job import Job
 from app.models.notification import Notification
 from app.models.user import CandidateProfile, User
+from app.models.worker import DailyReport, EmailOutbox, FailedJob, ProcessedJob
 
 __all__ = [
     "Assessment",
@@ -12,8 +13,12 @@ __all__ = [
     "AttemptAnswer",
     "Base",
     "CandidateProfile",
+    "DailyReport",
+    "EmailOutbox",
+    "FailedJob",
     "Job",
     "Notification",
+    "ProcessedJob",
     "Question",
     "User",
 ]
