@@ -198,7 +198,12 @@ class RateLimitMiddleware:
         if redis.available:
             buckets = self._redis_buckets
             if buckets is None or buckets.service is not redis:
-                buckets = RedisBuckets(redis, self._settings.rate_limit_batch_max)
+                buckets = RedisBuckets(
+                    redis,
+                    batch_max=self._settings.rate_limit_batch_max,
+                    # Leave part of the pool to the cache and breakers sharing the client.
+                    max_in_flight=max(1, self._settings.redis_pool_size // 2),
+                )
                 self._redis_buckets = buckets
             decision = await buckets.decide(request)
             if decision is not None:

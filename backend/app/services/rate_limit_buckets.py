@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import redis
 import redis.asyncio
+from redis.crc import key_slot
 
 from app.services.redis import RedisService
 
@@ -138,23 +139,23 @@ class DenialCache:
 class RedisBuckets:
     """Runs decisions in Redis; decisions made in one event-loop turn share one EVALSHA.
 
-    `decide` returns None when Redis failed (the service is marked down and the caller falls
-    back to local buckets). On Cluster each decision is its own call, since one script may only
-    touch one slot and every decision's keys share a {hash tag}.
+    `decide` returns None when Redis failed (the caller falls back to local buckets). On Cluster a
+    script may only touch one slot, so a turn's decisions are grouped by slot (every decision's
+    keys share a {hash tag}). At most `max_in_flight` calls run at once, below the connection pool
+    size, so a burst of requests never exhausts the pool.
     """
 
-    def __init__(self, service: RedisService, batch_max: int) -> None:
+    def __init__(self, service: RedisService, batch_max: int, max_in_flight: int) -> None:
         self.service = service
         self._script = service.script(TOKEN_BUCKET_LUA)
-        self._batch_max = 1 if isinstance(service.client, redis.asyncio.RedisCluster) else batch_max
+        self._cluster = isinstance(service.client, redis.asyncio.RedisCluster)
+        self._batch_max = batch_max
+        self._in_flight = asyncio.Semaphore(max_in_flight)
         self._pending: list[tuple[DecisionRequest, asyncio.Future[Decision | None]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def decide(self, request: DecisionRequest) -> Decision | None:
         """The Redis decision for `request`, or None when Redis is unavailable."""
-        if self._batch_max == 1:
-            results = await self._run([request])
-            return None if results is None else results[0]
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Decision | None] = loop.create_future()
         self._pending.append((request, future))
@@ -166,17 +167,24 @@ class RedisBuckets:
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
-        for start in range(0, len(pending), self._batch_max):
-            task = asyncio.get_running_loop().create_task(
-                self._run_batch(pending[start : start + self._batch_max])
-            )
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        groups: dict[int, list[tuple[DecisionRequest, asyncio.Future[Decision | None]]]] = {}
+        if self._cluster:
+            for item in pending:
+                groups.setdefault(key_slot(item[0].keys[0].encode()), []).append(item)
+        else:
+            groups[0] = pending
+        loop = asyncio.get_running_loop()
+        for group in groups.values():
+            for start in range(0, len(group), self._batch_max):
+                task = loop.create_task(self._run_batch(group[start : start + self._batch_max]))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
     async def _run_batch(
         self, batch: list[tuple[DecisionRequest, asyncio.Future[Decision | None]]]
     ) -> None:
-        results = await self._run([request for request, _ in batch])
+        async with self._in_flight:
+            results = await self._run([request for request, _ in batch])
         for index, (_, future) in enumerate(batch):
             if not future.done():  # the waiting request may have been cancelled
                 future.set_result(None if results is None else results[index])

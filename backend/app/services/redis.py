@@ -178,9 +178,14 @@ class RedisService:
             )
         if settings.redis_mode == "sentinel":
             return self._sentinel_client(settings, url, options)
-        return redis.asyncio.Redis.from_url(
-            url, max_connections=settings.redis_pool_size, **options
+        # A full pool makes callers wait (up to the socket timeout) instead of failing at once.
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            url,
+            max_connections=settings.redis_pool_size,
+            timeout=settings.redis_socket_timeout_seconds,
+            **options,
         )
+        return redis.asyncio.Redis.from_pool(pool)
 
     def _sentinel_client(
         self, settings: Settings, url: str, options: dict[str, Any]

@@ -127,7 +127,7 @@ class RedisSentinelSetup:
         try:
             while True:
                 try:
-                    address = client.execute_command(
+                    address = client.execute_command(  # type: ignore[no-untyped-call]
                         "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name
                     )
                     if address:

@@ -1,0 +1,120 @@
+"""Helpers for the rate limiter tests: settings, tokens, the in-process app, uvicorn processes."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+from starlette.applications import Starlette
+
+from app.config import Settings
+from app.services.rate_limit_rules import DEFAULT_TIERS, RateLimitTier
+from tests.rate_limit.limiter_app import build_limiter_app
+from tests.support.redis_server import free_port
+
+BACKEND_DIR = Path(__file__).resolve().parents[2]
+JWT_SECRET = "rate-limit-tests-" + "k" * 40
+
+
+def limiter_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    """Settings for the limiter tests: a fixed JWT secret and tiers overridden by name."""
+    tiers: dict[str, RateLimitTier] = dict(DEFAULT_TIERS)
+    tiers.update(overrides.pop("tiers", {}))
+    values: dict[str, Any] = {
+        "jwt_secret": JWT_SECRET,
+        "data_dir": tmp_path,
+        "rate_limit_tiers": tiers,
+        "redis_backoff_seconds": 0.1,
+        "redis_backoff_max_seconds": 0.2,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def make_token(sub: str, *, key: str = JWT_SECRET, expires_in: int = 600, **extra: Any) -> str:
+    """An HS256 token; with the wrong key or a past expiry, a forgery the limiter must reject."""
+    now = datetime.now(UTC)
+    claims = {
+        "sub": sub,
+        "role": "candidate",
+        "iat": int(now.timestamp()),
+        "exp": int((now + timedelta(seconds=expires_in)).timestamp()),
+        **extra,
+    }
+    return jwt.encode(claims, key, algorithm="HS256")
+
+
+@asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
+    """The limiter test app with its lifespan run, and a client talking to it in-process."""
+    app = build_limiter_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app, client=("198.51.100.7", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield app, client
+
+
+class UvicornServers:
+    """`count` uvicorn processes serving the limiter test app, configured by `env`."""
+
+    def __init__(self, count: int, env: Mapping[str, str]) -> None:
+        self.ports = [free_port() for _ in range(count)]
+        self.env = {**os.environ, **env}
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self, timeout: float = 30.0) -> None:
+        for port in self.ports:
+            self.processes.append(
+                subprocess.Popen(
+                    [
+                        sys.executable, "-m", "uvicorn", "--factory",
+                        "tests.rate_limit.limiter_app:create_limiter_app",
+                        "--host", "127.0.0.1", "--port", str(port),
+                        "--log-level", "warning", "--no-access-log",
+                    ],
+                    cwd=BACKEND_DIR,
+                    env=self.env,
+                )
+            )
+        deadline = time.monotonic() + timeout
+        for port in self.ports:
+            while True:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1.0).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"uvicorn on port {port} did not start")
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            process.wait(timeout=15)
+        self.processes.clear()
+
+
+def server_env(
+    tmp_path: Path, redis_url: str, tiers: Mapping[str, RateLimitTier], **extra: str
+) -> dict[str, str]:
+    """Environment for UvicornServers."""
+    return {
+        "JWT_SECRET": JWT_SECRET,
+        "DATA_DIR": str(tmp_path),
+        "REDIS_URL": redis_url,
+        "RATE_LIMIT_TIERS": json.dumps(
+            {**{k: v.model_dump() for k, v in DEFAULT_TIERS.items()},
+             **{k: v.model_dump() for k, v in tiers.items()}}
+        ),
+        **extra,
+    }

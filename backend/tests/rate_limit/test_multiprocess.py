@@ -1,0 +1,69 @@
+"""Exactness across OS processes: 4 uvicorn servers share one bucket through Redis.
+
+300 concurrent requests for one key (capacity 100, one token an hour) spread over the 4
+processes: exactly 100 are admitted, whatever the Redis topology.
+"""
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.services.rate_limit_rules import RateLimitTier
+from tests.rate_limit.helpers import UvicornServers, server_env
+from tests.support.redis_topologies import RedisClusterNodes, RedisSentinelSetup
+
+PROCESSES = 4
+REQUESTS = 300
+CAPACITY = 100
+TIERS = {"read": RateLimitTier(capacity=CAPACITY, refill=1, period_seconds=3600)}
+
+
+async def fire(ports: list[int]) -> list[int]:
+    limits = httpx.Limits(max_connections=REQUESTS)
+    async with httpx.AsyncClient(limits=limits, timeout=30.0) as client:
+        responses = await asyncio.gather(
+            *(
+                client.get(f"http://127.0.0.1:{ports[i % len(ports)]}/api/jobs")
+                for i in range(REQUESTS)
+            )
+        )
+    return [response.status_code for response in responses]
+
+
+async def run_exactness(env: dict[str, str]) -> None:
+    servers = UvicornServers(PROCESSES, env)
+    try:
+        await asyncio.to_thread(servers.start)
+        codes = await fire(servers.ports)
+    finally:
+        await asyncio.to_thread(servers.stop)
+    assert codes.count(200) == CAPACITY
+    assert codes.count(429) == REQUESTS - CAPACITY
+
+
+@pytest.mark.slow
+async def test_exact_across_processes_on_standalone_redis(redis_url: str, tmp_path: Path) -> None:
+    await run_exactness(server_env(tmp_path, redis_url, TIERS))
+
+
+@pytest.mark.slow
+async def test_exact_across_processes_on_redis_cluster(
+    redis_cluster: RedisClusterNodes, tmp_path: Path
+) -> None:
+    await run_exactness(server_env(tmp_path, redis_cluster.url, TIERS, REDIS_MODE="cluster"))
+
+
+@pytest.mark.slow
+async def test_exact_across_processes_through_sentinel(
+    redis_sentinel: RedisSentinelSetup, tmp_path: Path
+) -> None:
+    env = server_env(
+        tmp_path,
+        redis_sentinel.url,
+        TIERS,
+        REDIS_MODE="sentinel",
+        REDIS_SENTINEL_HOSTS=redis_sentinel.sentinel_hosts,
+    )
+    await run_exactness(env)
