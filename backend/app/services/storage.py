@@ -99,8 +99,9 @@ class S3Storage:
                     config = AioConfig(
                         connect_timeout=min(3.0, self._timeout),
                         read_timeout=self._timeout,
-                        # One quick retry at most: the breaker, not botocore, handles outages.
-                        retries={"max_attempts": 2, "mode": "standard"},
+                        # No botocore retries (their back-off sleeps up to seconds per call):
+                        # the breaker handles outages, callers (or the job queue) retry.
+                        retries={"max_attempts": 1, "mode": "standard"},
                         max_pool_connections=settings.http_max_connections,
                     )
                     self._client = await self._stack.enter_async_context(
