@@ -1,14 +1,15 @@
 """Application settings: the only place that reads the environment."""
 
+import ipaddress
 import logging
 import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.services.rate_limit_rules import (
     DEFAULT_EXACT_PATHS,
@@ -127,6 +128,21 @@ class Settings(BaseSettings):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     enable_request_logging: bool = True
+    # "auto": JSON lines outside development, readable text in development.
+    log_format: Literal["auto", "json", "text"] = "auto"
+
+    # Operations (app/routers/health.py, app/metrics.py, app/middleware/shutdown.py).
+    # Per-dependency budget of /health/ready, so a hung dependency cannot hang the probe.
+    health_check_timeout_seconds: float = Field(1.0, gt=0)
+    # Clients allowed to read /health/detailed and /metrics without an admin token
+    # (comma-separated CIDRs; the client address is resolved through TRUSTED_PROXY_COUNT).
+    ops_allowed_networks: Annotated[
+        tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode
+    ] = (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("::1/128"))
+    # At shutdown, how long the lifespan waits for in-flight requests before closing resources.
+    shutdown_drain_timeout_seconds: float = Field(25.0, ge=0)
+    # Set by gunicorn.conf.py (read by prometheus_client itself too): multiprocess metrics.
+    prometheus_multiproc_dir: Path | None = None
     sentry_dsn: SecretStr | None = None
 
     # Auth.
@@ -137,6 +153,17 @@ class Settings(BaseSettings):
     password_hash_memory_kib: int = Field(19_456, ge=8)
 
     max_resume_bytes: int = Field(5 * 1024 * 1024, ge=1024)
+
+    @field_validator("ops_allowed_networks", mode="before")
+    @classmethod
+    def _parse_networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(
+                ipaddress.ip_network(part.strip(), strict=False)
+                for part in value.split(",")
+                if part.strip()
+            )
+        return value
 
     @model_validator(mode="after")
     def _check_secrets(self) -> "Settings":

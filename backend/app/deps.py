@@ -7,6 +7,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.config import Settings
 from app.errors import Forbidden, NotAuthenticated
+from app.middleware.request_context import set_user_id
 from app.security import InvalidToken, TokenClaims, decode_access_token
 
 _bearer = HTTPBearer(auto_error=False)
@@ -29,9 +30,11 @@ def get_current_user(
     if credentials is None:
         raise NotAuthenticated()
     try:
-        return decode_access_token(settings, credentials.credentials)
+        claims = decode_access_token(settings, credentials.credentials)
     except InvalidToken:
         raise NotAuthenticated("The access token is invalid or expired.", code="invalid_token") from None
+    set_user_id(claims.user_id)  # the rest of the request's log lines carry the user
+    return claims
 
 
 CurrentUser = Annotated[TokenClaims, Depends(get_current_user)]

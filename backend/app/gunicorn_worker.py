@@ -1,0 +1,64 @@
+"""gunicorn worker class: uvicorn_worker.UvicornWorker, honouring gunicorn's graceful timeout.
+
+What the stock worker does (uvicorn-worker 0.4.0, uvicorn 0.54, read from the installed source):
+it builds uvicorn's Config from gunicorn's settings but never passes `graceful_timeout`, so
+uvicorn's `timeout_graceful_shutdown` stays None and, on SIGTERM, uvicorn waits for open
+connections *without limit*. gunicorn's master meanwhile SIGKILLs the worker when its own
+graceful_timeout expires, so a single slow request turns a graceful stop into a kill: the
+lifespan shutdown never runs, Redis/SQS clients and database connections are dropped
+instead of closed, and nothing is logged.
+
+This subclass sets `timeout_graceful_shutdown` to gunicorn's graceful_timeout minus a budget for
+the lifespan shutdown, so uvicorn cancels what is still running in time to close resources
+before the master's SIGKILL. It also tells the app that draining began (readiness turns 503)
+as soon as uvicorn starts its shutdown, not only when the lifespan shutdown event arrives.
+Signals stay uvicorn's: nothing here installs a handler.
+"""
+
+import socket
+import sys
+from typing import Any
+
+from gunicorn.arbiter import Arbiter
+from uvicorn.server import Server
+from uvicorn_worker import UvicornWorker as StockUvicornWorker
+
+from app.middleware.shutdown import DrainState
+
+# Seconds kept for the lifespan shutdown (closing Redis, the queue client and the engine).
+LIFESPAN_SHUTDOWN_BUDGET = 5.0
+
+
+def graceful_shutdown_timeout(graceful_timeout: float) -> float:
+    """uvicorn's drain limit for a gunicorn graceful_timeout (never below one second)."""
+    return max(1.0, graceful_timeout - LIFESPAN_SHUTDOWN_BUDGET)
+
+
+class _DrainingServer(Server):
+    """uvicorn's Server, marking the app as draining before it stops accepting."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # config.app is the app object gunicorn loaded (create_app puts its DrainState on state).
+        drain = getattr(getattr(self.config.app, "state", None), "drain", None)
+        if isinstance(drain, DrainState):
+            drain.start()
+        await super().shutdown(sockets=sockets)
+
+
+class UvicornWorker(StockUvicornWorker):  # type: ignore[misc]
+    """Use as `worker_class = "app.gunicorn_worker.UvicornWorker"` (see gunicorn.conf.py)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.config.timeout_graceful_shutdown = graceful_shutdown_timeout(
+            float(self.cfg.graceful_timeout)
+        )
+
+    async def _serve(self) -> None:
+        # Same as the stock worker, with the draining-aware server.
+        self.config.app = self.wsgi
+        server = _DrainingServer(config=self.config)
+        self._install_sigquit_handler()
+        await server.serve(sockets=self.sockets)
+        if not server.started:
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)

@@ -1,0 +1,122 @@
+"""Prometheus metrics of the HTTP layer and the database pool, and the /metrics exposition.
+
+Other modules define their own metrics at module level (rate limiter, breakers, Redis, cache,
+queue), all named `hiringpro_*`; they reach /metrics through prometheus_client's default registry.
+
+Under gunicorn every worker is a separate process: `gunicorn.conf.py` sets
+PROMETHEUS_MULTIPROC_DIR (wiped when the master starts) before any worker imports
+prometheus_client, so each process writes its values to files there, /metrics aggregates all
+files, and the master's `child_exit` hook calls `mark_process_dead` so the live gauges of dead
+workers disappear. Without that variable (a single uvicorn process, tests) the default registry
+is served as is.
+"""
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import QueuePool
+
+HTTP_REQUESTS = Counter(
+    "hiringpro_http_requests_total",
+    "HTTP requests by method, route template and status.",
+    ["method", "route", "status"],
+)
+HTTP_REQUEST_DURATION = Histogram(
+    "hiringpro_http_request_duration_seconds",
+    "HTTP request latency (first byte received to response finished) by method, route template "
+    "and status.",
+    ["method", "route", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
+)
+HTTP_REQUESTS_IN_PROGRESS = Gauge(
+    "hiringpro_http_requests_in_progress",
+    "HTTP requests being handled right now (all live processes).",
+    multiprocess_mode="livesum",
+)
+DB_POOL_SIZE = Gauge(
+    "hiringpro_db_pool_size",
+    "Configured connection pool size (0 with an external pooler: NullPool).",
+    multiprocess_mode="livesum",
+)
+DB_CONNECTIONS_CHECKED_OUT = Gauge(
+    "hiringpro_db_connections_checked_out",
+    "Database connections currently checked out of the pool.",
+    multiprocess_mode="livesum",
+)
+DB_CONNECTIONS_OPENED = Counter(
+    "hiringpro_db_connections_opened_total",
+    "New database connections opened (high rates mean churn or an external pooler).",
+)
+
+_Observer = tuple[Callable[[], None], Callable[[float], None]]
+
+
+class RequestMetrics:
+    """Records one finished request; caches the labelled children (labels() is not free)."""
+
+    def __init__(self) -> None:
+        self._children: dict[tuple[str, str, int], _Observer] = {}
+
+    def started(self) -> None:
+        HTTP_REQUESTS_IN_PROGRESS.inc()
+
+    def finished(self, method: str, route: str, status: int, duration: float) -> None:
+        key = (method, route, status)
+        child = self._children.get(key)
+        if child is None:
+            labels = (method, route, str(status))
+            child = (
+                HTTP_REQUESTS.labels(*labels).inc,
+                HTTP_REQUEST_DURATION.labels(*labels).observe,
+            )
+            self._children[key] = child
+        HTTP_REQUESTS_IN_PROGRESS.dec()
+        child[0]()
+        child[1](duration)
+
+
+def instrument_engine(engine: AsyncEngine) -> None:
+    """Track the engine's pool: size, checked-out connections and connections opened."""
+    pool = engine.sync_engine.pool
+    # QueuePool has a size; NullPool (external pooler) keeps nothing open.
+    DB_POOL_SIZE.set(pool.size() if isinstance(pool, QueuePool) else 0)
+
+    def on_connect(_dbapi_connection: Any, _record: Any) -> None:
+        DB_CONNECTIONS_OPENED.inc()
+
+    def on_checkout(_dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        DB_CONNECTIONS_CHECKED_OUT.inc()
+
+    def on_checkin(_dbapi_connection: Any, _record: Any) -> None:
+        DB_CONNECTIONS_CHECKED_OUT.dec()
+
+    event.listen(engine.sync_engine, "connect", on_connect)
+    event.listen(engine.sync_engine, "checkout", on_checkout)
+    event.listen(engine.sync_engine, "checkin", on_checkin)
+
+
+def render_metrics(multiproc_dir: Path | None) -> tuple[bytes, str]:
+    """The exposition text and its content type: every process's files, or this process."""
+    if multiproc_dir is None:
+        return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(multiproc_dir))  # type: ignore[no-untyped-call]
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def mark_process_dead(pid: int, multiproc_dir: Path) -> None:
+    """Drop a dead worker's live gauges (gunicorn `child_exit`)."""
+    multiprocess.mark_process_dead(pid, str(multiproc_dir))  # type: ignore[no-untyped-call]

@@ -1,0 +1,127 @@
+"""Request context as pure ASGI middleware: request id, access log line and request metrics.
+
+Every HTTP request gets a `RequestContext` in a contextvar: the caller's `X-Request-ID` when it is
+well-formed (else a generated one), echoed on the response, and the user id once auth resolves it
+(`set_user_id`, called by app.deps). app.logging_config puts both on every log line. When the
+response is finished the middleware writes one access log line (method, route template, status,
+duration) and records the request metrics.
+"""
+
+import logging
+import re
+import time
+import uuid
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.metrics import RequestMetrics
+
+access_logger = logging.getLogger("app.access")
+
+REQUEST_ID_HEADER = b"x-request-id"
+# Ids from clients and proxies are copied into every log line: a strict alphabet and length keep
+# them from forging log content or bloating it.
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+# Label for requests no route matched (404s, refusals before routing): bounded cardinality.
+UNMATCHED_ROUTE = "<unmatched>"
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """What log lines need to know about the current request.
+
+    Mutable on purpose: sync dependencies run in a thread with a *copy* of the context, so a
+    user id is recorded by changing this shared object, not by setting the variable again.
+    """
+
+    request_id: str
+    user_id: int | None = None
+
+
+_current: ContextVar[RequestContext | None] = ContextVar("request_context", default=None)
+
+
+def current_request() -> RequestContext | None:
+    """The context of the request being handled, or None outside a request."""
+    return _current.get()
+
+
+def set_user_id(user_id: int) -> None:
+    """Record the authenticated user for the rest of the request's log lines."""
+    context = _current.get()
+    if context is not None:
+        context.user_id = user_id
+
+
+def accept_request_id(value: bytes | None) -> str:
+    """The caller's request id if well-formed, else a new random one."""
+    if value is not None:
+        text = value.decode("latin-1")
+        if _VALID_REQUEST_ID.fullmatch(text):
+            return text
+    return uuid.uuid4().hex
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's path template (e.g. `/api/jobs/{job_id}`), set by the router."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) and path else UNMATCHED_ROUTE
+
+
+class RequestContextMiddleware:
+    """Outermost middleware: request id, access log and request metrics for HTTP requests."""
+
+    def __init__(self, app: ASGIApp, *, access_log: bool = True) -> None:
+        self.app = app
+        self._access_log = access_log
+        self._metrics = RequestMetrics()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        supplied: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == REQUEST_ID_HEADER:
+                supplied = value
+                break
+        context = RequestContext(accept_request_id(supplied))
+        token = _current.set(context)
+        request_id = context.request_id.encode("latin-1")
+        status = 500  # if the app fails before starting a response, the server sends a 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (REQUEST_ID_HEADER, request_id)]
+            await send(message)
+
+        self._metrics.started()
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            duration = time.perf_counter() - started
+            method: str = scope["method"]
+            route = route_template(scope)
+            self._metrics.finished(method, route, status, duration)
+            if self._access_log:
+                access_logger.info(
+                    "%s %s %d %.1fms",
+                    method,
+                    route,
+                    status,
+                    duration * 1000,
+                    extra={
+                        "method": method,
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(duration * 1000, 2),
+                    },
+                )
+            _current.reset(token)

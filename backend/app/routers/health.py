@@ -1,0 +1,222 @@
+"""Health routes: liveness, readiness, and a detailed view for operators.
+
+* `GET /health`: liveness for the load balancer; answers from memory, touches nothing.
+* `GET /health/ready`: the database (critical) and Redis (non-critical: `degraded`), each with its
+  latency and a short timeout; 503 when the database is down or the process is draining.
+* `GET /health/detailed`: version, environment, uptime, checks, breaker states, queue depths and
+  pool statistics; only for admins or clients inside OPS_ALLOWED_NETWORKS.
+
+Bodies never carry exception text, hostnames or URLs: a failed check says `down`, and the reason
+goes to the log.
+"""
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, Protocol
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import text
+from sqlalchemy.pool import QueuePool
+from starlette.responses import Response
+
+from app.config import Settings
+from app.deps import SettingsDep
+from app.errors import Forbidden, NotAuthenticated, error_response
+from app.middleware.shutdown import DrainState
+from app.security import InvalidToken, decode_access_token
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["health"])
+_bearer = HTTPBearer(auto_error=False)
+
+CheckStatus = Literal["ok", "down", "disabled"]
+
+
+class QueueDepths(Protocol):
+    """What /health/detailed needs from `app.state.queue` (app/services/sqs_queue.py)."""
+
+    async def depths(self) -> Mapping[str, int | None]:
+        """Approximate visible messages per queue name (None when unknown)."""
+        ...
+
+
+def _check(status: CheckStatus, started: float | None = None) -> dict[str, Any]:
+    result: dict[str, Any] = {"status": status}
+    if started is not None:
+        result["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
+    return result
+
+
+async def _check_database(request: Request, timeout: float) -> dict[str, Any]:  # noqa: ASYNC109
+    database = getattr(request.app.state, "database", None)
+    if database is None:
+        return _check("disabled")
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout):
+            async with database.read_engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+    except Exception as exc:
+        # The reason is for operators (log), never for the probe's body.
+        logger.warning("Readiness: database check failed (%s)", type(exc).__name__)
+        return _check("down", started)
+    return _check("ok", started)
+
+
+async def _check_redis(request: Request, timeout: float) -> dict[str, Any]:  # noqa: ASYNC109
+    redis = getattr(request.app.state, "redis", None)
+    if redis is None or redis.client is None:
+        return _check("disabled")
+    started = time.perf_counter()
+    latency = await redis.ping(timeout=timeout)
+    if latency is None:
+        return _check("down", started)
+    return {"status": "ok", "latency_ms": round(latency * 1000, 2)}
+
+
+async def _readiness(request: Request, settings: Settings) -> tuple[str, dict[str, Any]]:
+    """The overall status (ready, degraded, not_ready, draining) and the individual checks."""
+    timeout = settings.health_check_timeout_seconds
+    database, redis = await asyncio.gather(
+        _check_database(request, timeout), _check_redis(request, timeout)
+    )
+    checks = {"database": database, "redis": redis}
+    drain: DrainState | None = getattr(request.app.state, "drain", None)
+    if drain is not None and drain.draining:
+        return "draining", checks
+    if database["status"] == "down":
+        return "not_ready", checks
+    if redis["status"] == "down":
+        return "degraded", checks
+    return "ready", checks
+
+
+@router.get("/health")
+async def liveness() -> dict[str, str]:
+    """Liveness: the process answers. Touches no dependency, so a database outage never makes
+    the load balancer replace healthy instances."""
+    return {"status": "ok"}
+
+
+@router.get("/health/ready", response_model=None)
+async def readiness(request: Request, settings: SettingsDep) -> Response | dict[str, Any]:
+    """Readiness: 200 `ready` (or `degraded` when only Redis is down), 503 when the database
+    is unreachable or the process is draining for shutdown."""
+    status, checks = await _readiness(request, settings)
+    if status in ("not_ready", "draining"):
+        message = (
+            "The server is shutting down."
+            if status == "draining"
+            else "A critical dependency is unavailable."
+        )
+        return error_response(
+            503, status, message, headers={"Cache-Control": "no-store"}, checks=checks
+        )
+    return {"status": status, "checks": checks}
+
+
+def require_ops_access(
+    request: Request,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """Operators only: a client inside OPS_ALLOWED_NETWORKS, or an admin's bearer token."""
+    if credentials is not None:
+        try:
+            claims = decode_access_token(settings, credentials.credentials)
+        except InvalidToken:
+            raise NotAuthenticated(
+                "The access token is invalid or expired.", code="invalid_token"
+            ) from None
+        if claims.role == "admin":
+            return
+        raise Forbidden("Administrator access is required.")
+    ip = _client_address(request, settings.trusted_proxy_count)
+    if ip is not None and any(ip in network for network in settings.ops_allowed_networks):
+        return
+    raise Forbidden("Administrator access is required.")
+
+
+def _client_address(
+    request: Request, trusted_hops: int
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The client's address, read through our own proxies like the rate limiter does (the
+    entry `trusted_hops` from the right of X-Forwarded-For), but never widened to a /64."""
+    address = request.client.host if request.client else None
+    forwarded = request.headers.get("x-forwarded-for")
+    if trusted_hops and forwarded:
+        entries = [entry.strip() for entry in forwarded.split(",") if entry.strip()]
+        if entries:
+            address = entries[-trusted_hops] if len(entries) >= trusted_hops else entries[0]
+    if address is None:
+        return None
+    try:
+        ip = ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+OpsAccess = Depends(require_ops_access)
+
+
+def _pool_stats(request: Request) -> dict[str, Any] | None:
+    database = getattr(request.app.state, "database", None)
+    if database is None:
+        return None
+    pool = database.engine.sync_engine.pool
+    if isinstance(pool, QueuePool):
+        return {
+            "class": type(pool).__name__,
+            "size": pool.size(),
+            "checked_out": pool.checkedout(),
+            "idle": pool.checkedin(),
+            "overflow": max(pool.overflow(), 0),
+        }
+    # NullPool: the external pooler (Supavisor) pools; nothing is kept here.
+    return {"class": type(pool).__name__}
+
+
+async def _queue_depths(request: Request, timeout: float) -> dict[str, Any] | None:  # noqa: ASYNC109
+    queue: QueueDepths | None = getattr(request.app.state, "queue", None)
+    depths = getattr(queue, "depths", None)
+    if depths is None:
+        return None
+    try:
+        async with asyncio.timeout(timeout):
+            result: Mapping[str, int | None] = await depths()
+    except Exception as exc:
+        logger.warning("Health: queue depth check failed (%s)", type(exc).__name__)
+        return {"status": "down"}
+    return {"status": "ok", "depths": dict(result)}
+
+
+@router.get("/health/detailed", dependencies=[OpsAccess])
+async def detailed(request: Request, settings: SettingsDep) -> dict[str, Any]:
+    """Operators' view: version, environment, uptime, checks, circuit breakers, queue depths
+    and connection pool statistics. Admin token or an OPS_ALLOWED_NETWORKS client only."""
+    status, checks = await _readiness(request, settings)
+    breakers = getattr(request.app.state, "breakers", None)
+    redis = getattr(request.app.state, "redis", None)
+    started_at: float | None = getattr(request.app.state, "started_at", None)
+    return {
+        "status": status,
+        "version": settings.app_version,
+        "environment": settings.environment,
+        "uptime_seconds": round(time.monotonic() - started_at, 1) if started_at else None,
+        "checks": checks,
+        "redis": {
+            "mode": settings.redis_mode if settings.redis_url else "memory",
+            "available": bool(redis is not None and redis.available),
+        },
+        "circuit_breakers": breakers.states() if breakers is not None else {},
+        "queues": await _queue_depths(request, settings.health_check_timeout_seconds),
+        "database_pool": _pool_stats(request),
+    }
