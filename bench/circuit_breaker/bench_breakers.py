@@ -107,11 +107,11 @@ async def overhead(redis_url: str) -> list[tuple[str, float, str]]:
         with pyb.calling():
             return await trivial()
 
-    @purgatory_redis("bench")
+    @purgatory_redis("bench")  # type: ignore[untyped-decorator]
     async def with_purgatory_redis() -> int:
         return await trivial()
 
-    @purgatory_memory("bench")
+    @purgatory_memory("bench")  # type: ignore[untyped-decorator]
     async def with_purgatory_memory() -> int:
         return await trivial()
 

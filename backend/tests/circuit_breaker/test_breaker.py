@@ -2,7 +2,7 @@
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 import httpx
@@ -57,9 +57,9 @@ async def make(redis_service: RedisService) -> AsyncIterator[Make]:
 
 def caller(
     breaker: CircuitBreaker, http: httpx.AsyncClient, upstream: FakeUpstream, limit: float = 10.0
-) -> Callable[[], Awaitable[httpx.Response]]:
-    def call() -> Awaitable[httpx.Response]:
-        return call_upstream(breaker, limit, lambda: http.get(f"{upstream.url}/thing"))
+) -> Callable[[], Coroutine[Any, Any, httpx.Response]]:
+    async def call() -> httpx.Response:
+        return await call_upstream(breaker, limit, lambda: http.get(f"{upstream.url}/thing"))
 
     return call
 

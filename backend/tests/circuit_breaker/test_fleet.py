@@ -33,7 +33,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
 def shared_state(redis_url: str) -> dict[str, str]:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
-        return client.hgetall(STATE_KEY)
+        return {str(key): str(value) for key, value in client.hgetall(STATE_KEY).items()}
     finally:
         client.close()
 
