@@ -36,6 +36,9 @@ os.environ.setdefault(
     str(Path(tempfile.gettempdir()) / f"hiring-pro-metrics-{os.getuid()}"),
 )
 MULTIPROC_DIR = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+# The logging setup below imports the app's metrics module in the master; its (unused) files
+# need the directory. on_starting empties it before any worker starts.
+MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)
 
 chdir = str(BACKEND)  # app.main / app.worker_app import from here
 bind = [os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")]
@@ -55,7 +58,8 @@ accesslog = None
 def _logconfig() -> dict[str, object]:
     import sys
 
-    sys.path.insert(0, str(BACKEND))
+    if str(BACKEND) not in sys.path:
+        sys.path.insert(0, str(BACKEND))
     from app.logging_config import gunicorn_logconfig, resolve_format
 
     level = os.environ.get("LOG_LEVEL", "INFO").upper()

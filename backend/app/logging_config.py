@@ -113,11 +113,14 @@ def _formatter(log_format: LogFormat) -> logging.Formatter:
 def configure_logging(level: str, log_format: LogFormat) -> None:
     """Install the app's handler on the root logger and route server loggers through it.
 
-    Idempotent: a handler from an earlier call is replaced; other handlers (e.g. pytest's) stay.
+    Idempotent: a handler from an earlier call, or from `gunicorn_logconfig` in the master
+    this worker was forked from, is replaced; other handlers (e.g. pytest's) stay.
     """
     root = logging.getLogger()
     for handler in list(root.handlers):
-        if getattr(handler, _HANDLER_MARK, False):
+        if getattr(handler, _HANDLER_MARK, False) or isinstance(
+            handler.formatter, JsonFormatter | TextFormatter
+        ):
             root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
     setattr(handler, _HANDLER_MARK, True)

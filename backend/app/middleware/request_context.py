@@ -16,8 +16,10 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.errors import error_response
 from app.metrics import RequestMetrics
 
+logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("app.access")
 
 REQUEST_ID_HEADER = b"x-request-id"
@@ -91,13 +93,15 @@ class RequestContextMiddleware:
         context = RequestContext(accept_request_id(supplied))
         token = _current.set(context)
         request_id = context.request_id.encode("latin-1")
-        status = 500  # if the app fails before starting a response, the server sends a 500
+        status = 500
+        response_started = False
         started = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, response_started
             if message["type"] == "http.response.start":
                 status = message["status"]
+                response_started = True
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (REQUEST_ID_HEADER, request_id)]
             await send(message)
@@ -105,6 +109,14 @@ class RequestContextMiddleware:
         self._metrics.started()
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            if response_started:
+                raise  # too late for an error response; the server closes the connection
+            # Logged here, inside the request's context, so the traceback carries the request
+            # id; the client gets the shared error shape with the same id to quote.
+            logger.exception("Unhandled error in %s %s", scope["method"], route_template(scope))
+            response = error_response(500, "internal_error", "An internal error occurred.")
+            await response(scope, receive, send_with_id)
         finally:
             duration = time.perf_counter() - started
             method: str = scope["method"]

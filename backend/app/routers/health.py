@@ -38,10 +38,10 @@ CheckStatus = Literal["ok", "down", "disabled"]
 
 
 class QueueDepths(Protocol):
-    """What /health/detailed needs from `app.state.queue` (app/services/sqs_queue.py)."""
+    """What /health/detailed needs from `app.state.jobs` (app/services/job_queue.py)."""
 
-    async def depths(self) -> Mapping[str, int | None]:
-        """Approximate visible messages per queue name (None when unknown)."""
+    async def depths(self) -> Mapping[str, Any]:
+        """Per queue name: JSON-able depth counts, or None when that queue could not be read."""
         ...
 
 
@@ -185,13 +185,12 @@ def _pool_stats(request: Request) -> dict[str, Any] | None:
 
 
 async def _queue_depths(request: Request, timeout: float) -> dict[str, Any] | None:  # noqa: ASYNC109
-    queue: QueueDepths | None = getattr(request.app.state, "queue", None)
-    depths = getattr(queue, "depths", None)
-    if depths is None:
+    queue: QueueDepths | None = getattr(request.app.state, "jobs", None)
+    if queue is None:
         return None
     try:
         async with asyncio.timeout(timeout):
-            result: Mapping[str, int | None] = await depths()
+            result = await queue.depths()
     except Exception as exc:
         logger.warning("Health: queue depth check failed (%s)", type(exc).__name__)
         return {"status": "down"}

@@ -1,0 +1,235 @@
+"""Health routes against real Postgres and Redis, including dead and hung dependencies."""
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from app.main import create_app
+from tests.conftest import make_settings
+from tests.ops.conftest import AppFactory, client_for
+from tests.support.factories import admin_token, auth, candidate_token
+from tests.support.redis_server import RedisServer, free_port
+
+# Whatever goes wrong, probe bodies must not leak where dependencies live or what failed.
+LEAKS = ("127.0.0.1", "localhost", "postgres", "hp_test", "Error", "refused", "Traceback")
+
+
+def assert_no_leaks(body: str) -> None:
+    for fragment in LEAKS:
+        assert fragment not in body, f"{fragment!r} leaked into {body}"
+
+
+async def test_liveness_answers_even_when_every_dependency_is_down(
+    app_with: AppFactory, stopped_redis: RedisServer
+) -> None:
+    dead_db = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nothing"
+    async with (
+        app_with(database_url=dead_db, redis_url=stopped_redis.url) as app,
+        client_for(app) as client,
+    ):
+        response = await client.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def test_ready_reports_each_dependency_with_latency(
+    app_with: AppFactory, redis_url: str
+) -> None:
+    async with app_with(redis_url=redis_url) as app, client_for(app) as client:
+        response = await client.get("/health/ready")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ready"
+    for name in ("database", "redis"):
+        assert body["checks"][name]["status"] == "ok"
+        assert body["checks"][name]["latency_ms"] >= 0
+
+
+async def test_ready_without_redis_configured_is_ready(app_with: AppFactory) -> None:
+    async with app_with() as app, client_for(app) as client:
+        body = (await client.get("/health/ready")).json()
+    assert body["status"] == "ready"
+    assert body["checks"]["redis"] == {"status": "disabled"}
+
+
+async def test_database_down_is_not_ready(app_with: AppFactory, redis_url: str) -> None:
+    dead_db = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/hp_test_gone"
+    async with (
+        app_with(database_url=dead_db, redis_url=redis_url) as app,
+        client_for(app) as client,
+    ):
+        response = await client.get("/health/ready")
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error["code"] == "not_ready"
+    assert error["checks"]["database"]["status"] == "down"
+    assert error["checks"]["redis"]["status"] == "ok"
+    assert_no_leaks(response.text)
+
+
+async def test_redis_down_is_degraded_not_unready(
+    app_with: AppFactory, stopped_redis: RedisServer
+) -> None:
+    async with app_with(redis_url=stopped_redis.url) as app, client_for(app) as client:
+        response = await client.get("/health/ready")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "degraded"
+    assert body["checks"]["database"]["status"] == "ok"
+    assert body["checks"]["redis"]["status"] == "down"
+    assert_no_leaks(response.text)
+
+
+async def test_redis_recovery_returns_to_ready(app_with: AppFactory) -> None:
+    server = RedisServer()
+    server.start()
+    try:
+        async with (
+            app_with(redis_url=server.url, redis_backoff_seconds=0.05) as app,
+            client_for(app) as client,
+        ):
+            server.stop()
+            assert (await client.get("/health/ready")).json()["status"] == "degraded"
+            server.start()
+            assert (await client.get("/health/ready")).json()["status"] == "ready"
+    finally:
+        server.cleanup()
+
+
+async def test_hung_dependencies_cannot_hang_the_probe(
+    app_with: AppFactory, silent_server: int
+) -> None:
+    hung_db = f"postgresql+asyncpg://postgres@127.0.0.1:{silent_server}/hung"
+    hung_redis = f"redis://127.0.0.1:{silent_server}/0"
+    async with (
+        app_with(
+            database_url=hung_db, redis_url=hung_redis, health_check_timeout_seconds=0.3
+        ) as app,
+        client_for(app) as client,
+    ):
+        # A generous deadline: without the probe's own timeouts this would wait far longer.
+        async with asyncio.timeout(20):
+            response = await client.get("/health/ready")
+    assert response.status_code == 503
+    checks = response.json()["error"]["checks"]
+    assert checks["database"]["status"] == "down"
+    assert checks["redis"]["status"] == "down"
+
+
+async def test_draining_flips_readiness_and_refuses_new_work(app_with: AppFactory) -> None:
+    async with app_with() as app, client_for(app) as client:
+        assert (await client.get("/health/ready")).status_code == 200
+        app.state.drain.start()
+        ready = await client.get("/health/ready")
+        live = await client.get("/health")
+        work = await client.get("/api/jobs")
+    assert ready.status_code == 503
+    assert ready.json()["error"]["code"] == "draining"
+    assert live.status_code == 200
+    assert work.status_code == 503
+    assert work.headers["connection"] == "close"
+    assert work.json() == {
+        "error": {
+            "code": "shutting_down",
+            "message": "The server is restarting. Retry the request.",
+        }
+    }
+
+
+async def test_in_flight_request_finishes_before_resources_close(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Shutdown starting mid-request: the lifespan waits for the request, which still has its
+    engine and completes (with Connection: close); only then are resources closed."""
+    app = create_app(make_settings(tmp_path, database_url=database_url))
+    release = asyncio.Event()
+    entered = asyncio.Event()
+
+    async def slow_route() -> dict[str, str]:
+        entered.set()
+        await release.wait()
+        async with app.state.database.read_engine.connect() as connection:
+            await connection.exec_driver_sql("SELECT 1")
+        return {"done": "yes"}
+
+    app.add_api_route("/ops-test/slow", slow_route)
+    lifespan = app.router.lifespan_context(app)
+    await lifespan.__aenter__()
+    async with client_for(app) as client:
+        request = asyncio.create_task(client.get("/ops-test/slow"))
+        await entered.wait()
+        shutdown = asyncio.create_task(lifespan.__aexit__(None, None, None))
+        for _ in range(1000):  # the shutdown task marks draining on its first step
+            if app.state.drain.draining:
+                break
+            await asyncio.sleep(0)
+        assert app.state.drain.draining
+        refused = await client.get("/api/jobs")
+        shutdown_waited = not shutdown.done()
+        release.set()
+        response = await request
+        await shutdown
+    assert shutdown_waited
+    assert refused.status_code == 503
+    assert response.status_code == 200
+    assert response.json() == {"done": "yes"}
+    assert response.headers["connection"] == "close"
+
+
+async def test_detailed_for_operators(app_with: AppFactory, redis_url: str) -> None:
+    async with app_with(redis_url=redis_url) as app, client_for(app) as client:
+        response = await client.get("/health/detailed")
+    assert response.status_code == 200
+    body: dict[str, Any] = response.json()
+    assert body["status"] == "ready"
+    assert body["version"] == "1.0.0"
+    assert body["environment"] == "development"
+    assert body["uptime_seconds"] >= 0
+    assert body["checks"]["redis"]["status"] == "ok"
+    assert body["redis"] == {"mode": "standalone", "available": True}
+    assert {"gemini", "pinecone"} <= set(body["circuit_breakers"])
+    assert body["circuit_breakers"]["gemini"]["state"] == "closed"
+    assert body["database_pool"]["size"] == 20
+    assert body["database_pool"]["checked_out"] == 0
+    assert "queues" in body
+    assert_no_leaks(response.text)
+
+
+async def test_detailed_is_not_public(app_with: AppFactory) -> None:
+    async with (
+        app_with() as app,
+        client_for(app) as local,
+        client_for(app, "203.0.113.7") as remote,
+    ):
+        anonymous = await remote.get("/health/detailed")
+        candidate = await remote.get("/health/detailed", headers=auth(await candidate_token(local)))
+        admin = await remote.get("/health/detailed", headers=auth(await admin_token(app, local)))
+        forged = await remote.get("/health/detailed", headers=auth("not-a-token"))
+    assert anonymous.status_code == 403
+    assert anonymous.json()["error"]["code"] == "forbidden"
+    assert candidate.status_code == 403
+    assert admin.status_code == 200
+    assert forged.status_code == 401
+
+
+async def test_detailed_allowlist_reads_the_client_through_trusted_proxies(
+    app_with: AppFactory,
+) -> None:
+    """Behind ALB + nginx (2 hops) the peer is nginx on loopback: the client is in the header."""
+    async with (
+        app_with(trusted_proxy_count=2, ops_allowed_networks="10.0.0.0/8") as app,
+        client_for(app) as nginx,
+    ):
+        outside = await nginx.get(
+            "/health/detailed", headers={"X-Forwarded-For": "203.0.113.7, 10.0.3.4"}
+        )
+        spoofed = await nginx.get(
+            "/health/detailed",
+            headers={"X-Forwarded-For": "10.9.9.9, 203.0.113.7, 10.0.3.4"},
+        )
+        inside = await nginx.get(
+            "/health/detailed", headers={"X-Forwarded-For": "10.1.2.3, 10.0.3.4"}
+        )
+    assert outside.status_code == 403
+    assert spoofed.status_code == 403
+    assert inside.status_code == 200
