@@ -179,8 +179,9 @@ class CompiledRead:
             return [dict(row) for row in result.mappings()]
         sql, names, defaults = self._compile(connection.dialect)
         arguments = [params[name] if name in params else defaults[name] for name in names]
-        raw = await connection.get_raw_connection()
-        return [dict(record) for record in await raw.driver_connection.fetch(sql, *arguments)]
+        driver = (await connection.get_raw_connection()).driver_connection
+        assert driver is not None  # a checked-out connection always has one
+        return [dict(record) for record in await driver.fetch(sql, *arguments)]
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
