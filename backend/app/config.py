@@ -125,6 +125,35 @@ class Settings(BaseSettings):
     aws_region: str = "us-east-1"
     aws_endpoint_url: str | None = None
     queue_backend: Literal["local", "sqs"] = "local"
+    # Job queue and worker tier (app/services/job_queue.py, sqs_queue.py, worker_tasks.py).
+    # One queue per task (the plan's names); point several at one queue to share it.
+    sqs_queue_resume_parse: str = "hiring-pro-resume-parse"
+    sqs_queue_vector_index: str = "hiring-pro-vector-index"
+    sqs_queue_email: str = "hiring-pro-email"
+    # botocore "standard" retries: throttling, 5xx and connection errors, exponential backoff.
+    sqs_max_attempts: int = Field(5, ge=1)
+    sqs_timeout_seconds: float = Field(5.0, gt=0)
+    # Must equal the queues' redrive maxReceiveCount: the receive whose failure is final.
+    worker_max_receive_count: int = Field(3, ge=1)
+    # QUEUE_BACKEND=local: in-process jobs at once, retried after the delay like sqsd would.
+    local_queue_concurrency: int = Field(4, ge=1)
+    local_queue_retry_delay_seconds: float = Field(2.0, ge=0)
+    # Worker routes answer loopback clients only (the local sqsd); tests may lift that.
+    worker_allow_remote: bool = False
+    # cleanup-sessions: expired attempts get this grace to be completed, then are abandoned;
+    # abandoned ones are deleted after the retention, idempotency records after theirs.
+    attempt_abandon_grace_minutes: int = Field(10, ge=0)
+    abandoned_attempt_retention_hours: int = Field(24, ge=1)
+    processed_job_retention_days: int = Field(14, ge=1)
+    # Email: SMTP when SMTP_HOST is set, otherwise a logged outbox in the database.
+    smtp_host: str | None = None
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+    smtp_timeout_seconds: float = Field(10.0, gt=0)
+    email_from: str = "Hiring Pro <no-reply@hiring-pro.local>"
+    password_reset_url: str = "http://localhost:3000/reset-password"
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     enable_request_logging: bool = True

@@ -23,6 +23,7 @@ from app.services.http_client import create_http_client
 from app.services.redis import RedisService
 from app.services.storage import close_storage, create_storage
 from app.services.vector_search import create_vector_index
+from app.services.worker_tasks import open_job_queue
 
 
 @asynccontextmanager
@@ -39,12 +40,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.storage = create_storage(settings, app.state.breakers)
     app.state.ai = create_ai(settings, app.state.http, app.state.breakers)
     app.state.vector_index = create_vector_index(settings, app.state.http, app.state.breakers)
+    app.state.jobs = await open_job_queue(settings, app.state)
     try:
         yield
     finally:
         # Readiness turns 503 and new requests are refused; running ones keep their resources.
         app.state.drain.start()
         await app.state.drain.wait_idle(settings.shutdown_drain_timeout_seconds)
+        # Local jobs use the resources closed below; SQS: closes the client.
+        await app.state.jobs.close()
         await app.state.breakers.close()
         await close_storage(app.state.storage)
         await app.state.http.aclose()

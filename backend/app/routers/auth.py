@@ -1,6 +1,6 @@
 """Registration, login and password reset."""
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, BackgroundTasks, Request, status
 
 from app.database import SessionDep
 from app.deps import SettingsDep
@@ -9,7 +9,9 @@ from app.schemas.auth import ForgotPasswordIn, LoginIn, RegisterIn, ResetPasswor
 from app.schemas.common import MessageOut
 from app.security import create_access_token
 from app.services import auth as auth_service
+from app.services import email as email_service
 from app.services.auth import PasswordService
+from app.services.job_queue import JobQueueDep
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
@@ -56,9 +58,19 @@ async def admin_login(body: LoginIn, request: Request, session: SessionDep, sett
 
 
 @router.post("/forgot-password", status_code=status.HTTP_202_ACCEPTED)
-async def forgot_password(body: ForgotPasswordIn, session: SessionDep, settings: SettingsDep) -> MessageOut:
+async def forgot_password(
+    body: ForgotPasswordIn,
+    session: SessionDep,
+    settings: SettingsDep,
+    jobs: JobQueueDep,
+    background: BackgroundTasks,
+) -> MessageOut:
     """Start a password reset. The answer is the same whether or not the account exists."""
-    await auth_service.request_password_reset(session, settings, body.email)
+    token = await auth_service.request_password_reset(session, settings, body.email)
+    if token is not None:
+        # Queued after the response, so an existing account does not answer more slowly.
+        to = auth_service.normalise_email(body.email)
+        background.add_task(email_service.queue_password_reset, jobs, settings, to, token)
     return MessageOut(message="If an account exists for this email, a reset link is on its way.")
 
 

@@ -11,6 +11,7 @@ from app.deps import CandidateUser, SettingsDep
 from app.errors import InvalidInput, PayloadTooLarge
 from app.schemas.profile import ProfileOut, ProfileUpdateIn, ResumeStatusOut
 from app.services import profiles
+from app.services.job_queue import JobQueueDep
 from app.services.storage import Storage
 
 router = APIRouter(prefix="/api/profile", tags=["profile"])
@@ -76,12 +77,22 @@ async def _read_resume(request: Request, limit: int) -> tuple[str, bytes, str | 
 
 @router.post("/resume", status_code=status.HTTP_202_ACCEPTED, openapi_extra=_RESUME_BODY)
 async def upload_resume(
-    request: Request, user: CandidateUser, session: SessionDep, settings: SettingsDep
+    request: Request,
+    user: CandidateUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    jobs: JobQueueDep,
 ) -> ResumeStatusOut:
-    """Upload a PDF, DOCX or TXT resume (size-limited; type and content must agree)."""
+    """Upload a PDF, DOCX or TXT resume (size-limited; type and content must agree).
+
+    202: the file is stored and its parsing queued (status "queued"); follow resume-status.
+    """
     filename, data, content_type = await _read_resume(request, settings.max_resume_bytes)
     storage: Storage = request.app.state.storage
-    await profiles.store_resume(session, storage, user.user_id, filename, data, content_type)
+    profile = await profiles.store_resume(
+        session, storage, user.user_id, filename, data, content_type
+    )
+    await profiles.queue_resume_parsing(session, jobs, profile)
     return ResumeStatusOut.model_validate(await profiles.get_resume_status(session, user.user_id))
 
 

@@ -12,6 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.errors import InvalidInput, NotFound, UnsupportedMediaType
 from app.models import CandidateProfile, User
 from app.models.base import utcnow
+from app.services.job_queue import JobQueue
+from app.services.sqs_queue import QueueUnavailable
 from app.services.storage import Storage
 
 # What an upload may claim to be, and the file extension each is stored under.
@@ -138,6 +140,28 @@ async def store_resume(
     profile.updated_at = utcnow()
     await session.flush()
     return profile
+
+
+async def queue_resume_parsing(
+    session: AsyncSession, jobs: JobQueue, profile: CandidateProfile
+) -> None:
+    """Mark the stored resume "queued", commit, then queue its parsing.
+
+    The commit comes first because a worker may pick the job up at once and must find the
+    profile pointing at the new file. If the queue refuses the job, the resume is marked
+    failed (committed too) and QueueUnavailable propagates (503).
+    """
+    profile.resume_status = "queued"
+    await session.commit()
+    try:
+        await jobs.enqueue(
+            "resume-parse", {"user_id": profile.user_id, "storage_key": profile.resume_key}
+        )
+    except QueueUnavailable:
+        profile.resume_status = "failed"
+        profile.resume_error = "The resume could not be queued for processing; upload it again."
+        await session.commit()
+        raise
 
 
 def _safe_filename(filename: str, extension: str) -> str:
