@@ -5,7 +5,7 @@ from datetime import date, datetime
 from sqlalchemy import CheckConstraint, Date, Float, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import BigIntId, Base, UTCDateTime, utcnow
+from app.models.base import Base, BigIntId, UTCDateTime, utcnow
 
 
 class ProcessedJob(Base):
