@@ -2,17 +2,18 @@
 
 Design (resilience4j semantics, made safe across processes):
 
-* Every state decision is one Lua script run atomically in Redis on three keys that share the
-  breaker's hash tag (``cb:{name}:s`` state hash, ``cb:{name}:w`` window buckets, ``cb:{name}:p``
-  probe permits), so N processes recording failures at once open the breaker exactly once,
-  and exactly ``half_open_max_calls`` probes get a permit fleet-wide.
-  Time is Redis's ``TIME``: no clock skew.
+* Every state decision is one Lua script run atomically in Redis on four keys that share the
+  breaker's hash tag (``cb:{name}:s`` state hash, ``cb:{name}:w`` time-window buckets,
+  ``cb:{name}:p`` probe permits, ``cb:{name}:c`` count-window batches), so N processes recording
+  failures at once open the breaker exactly once, and exactly ``half_open_max_calls`` probes get
+  a permit fleet-wide. Time is Redis's ``TIME``: no clock skew.
 * The healthy path costs no Redis round trip: outcomes are counted in the process and published in
   batches (at once after any failure, otherwise every ``batch_size`` calls or ``sync_interval``
   seconds). Each publication returns the fleet state, so a failure storm opens the breaker for every
   process within one published batch.
 * The breaker opens on ``failure_threshold`` consecutive failures, or when the failure rate or the
-  slow-call rate over the last ``window_seconds`` reaches its threshold (after ``minimum_calls``).
+  slow-call rate over the last ``window_seconds`` (or the last ``window_calls`` calls, counted at
+  batch granularity) reaches its threshold (after ``minimum_calls``).
   The open duration backs off exponentially on failed probes and honours an upstream's Retry-After.
 * Probe permits expire after ``permit_ttl``: a probe that crashed or hangs past it counts as failed
   and the breaker re-opens instead of staying HALF_OPEN.
@@ -26,6 +27,7 @@ import logging
 import math
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -148,6 +150,8 @@ class BreakerConfig:
     slow_call_duration: float | None = None
     minimum_calls: int = 20
     window_seconds: int = 60
+    # Count-based window instead of the time-based one: the last N calls (whole batches).
+    window_calls: int | None = None
     backoff_multiplier: float = 2.0
     max_open_duration: float = 600.0
     batch_size: int = 100
@@ -170,6 +174,7 @@ class BreakerConfig:
                 "max_open": round(self.max_open_duration * 1000),
                 "min_calls": self.minimum_calls,
                 "window": self.window_seconds,
+                "window_calls": self.window_calls or 0,
                 "rate": permille(self.failure_rate_threshold),
                 "slow_rate": permille(
                     self.slow_call_rate_threshold if self.slow_call_duration is not None else None
@@ -195,11 +200,12 @@ class Snapshot:
 
 
 # --- Lua (Redis 7: TIME inside scripts is allowed with effects replication) ----------------------
-# Every script: KEYS[1] state hash, KEYS[2] window hash, KEYS[3] permit zset (one hash tag);
+# Every script: KEYS[1] state hash, KEYS[2] time-window hash, KEYS[3] permit zset, KEYS[4]
+# count-window list (one hash tag);
 # ARGV[1] the config JSON (BreakerConfig.script_json). Returns
 # {state, generation, remaining_ms, operator, moved, verdict}.
 _PRELUDE = """
-local S, W, P = KEYS[1], KEYS[2], KEYS[3]
+local S, W, P, C = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local cfg = cjson.decode(ARGV[1])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -219,12 +225,12 @@ local function open(hold)
   if d > cfg.max_open then d = cfg.max_open end
   st = 'open'; open_until = now + math.floor(d); opens = opens + 1
   consec = 0; hok = 0; gen = gen + 1; moved = 'open'; dirty = true
-  redis.call('DEL', W, P)
+  redis.call('DEL', W, P, C)
 end
 local function close()
   st = 'closed'; open_until = 0; opens = 0; consec = 0; hok = 0
   gen = gen + 1; moved = 'closed'; dirty = true
-  redis.call('DEL', W, P)
+  redis.call('DEL', W, P, C)
 end
 local function finish(verdict)
   if dirty then
@@ -258,19 +264,33 @@ local rgen = tonumber(ARGV[2])
 local calls = tonumber(ARGV[3])
 if st == 'closed' and op == '' and calls > 0 and (rgen < 0 or rgen == gen) then
   local fails, slow = tonumber(ARGV[4]), tonumber(ARGV[5])
-  local sec = math.floor(now / 1000)
-  redis.call('HINCRBY', W, 'c' .. sec, calls)
-  if fails > 0 then redis.call('HINCRBY', W, 'f' .. sec, fails) end
-  if slow > 0 then redis.call('HINCRBY', W, 's' .. sec, slow) end
-  redis.call('PEXPIRE', W, cfg.window * 1000 + 1000)
   local c, f, s = 0, 0, 0
-  local all = redis.call('HGETALL', W)
-  for i = 1, #all, 2 do
-    if tonumber(string.sub(all[i], 2)) <= sec - cfg.window then
-      redis.call('HDEL', W, all[i])
-    else
-      local kind, v = string.sub(all[i], 1, 1), tonumber(all[i + 1])
-      if kind == 'c' then c = c + v elseif kind == 'f' then f = f + v else s = s + v end
+  if cfg.window_calls > 0 then
+    -- Newest batch first; keep just enough batches to cover the last window_calls calls.
+    redis.call('LPUSH', C, calls .. ':' .. fails .. ':' .. slow)
+    local entries = redis.call('LRANGE', C, 0, -1)
+    local keep = #entries
+    for i = 1, #entries do
+      local bc, bf, bs = string.match(entries[i], '(%d+):(%d+):(%d+)')
+      c, f, s = c + tonumber(bc), f + tonumber(bf), s + tonumber(bs)
+      if c >= cfg.window_calls then keep = i; break end
+    end
+    redis.call('LTRIM', C, 0, keep - 1)
+    redis.call('PEXPIRE', C, cfg.ttl)
+  else
+    local sec = math.floor(now / 1000)
+    redis.call('HINCRBY', W, 'c' .. sec, calls)
+    if fails > 0 then redis.call('HINCRBY', W, 'f' .. sec, fails) end
+    if slow > 0 then redis.call('HINCRBY', W, 's' .. sec, slow) end
+    redis.call('PEXPIRE', W, cfg.window * 1000 + 1000)
+    local all = redis.call('HGETALL', W)
+    for i = 1, #all, 2 do
+      if tonumber(string.sub(all[i], 2)) <= sec - cfg.window then
+        redis.call('HDEL', W, all[i])
+      else
+        local kind, v = string.sub(all[i], 1, 1), tonumber(all[i + 1])
+        if kind == 'c' then c = c + v elseif kind == 'f' then f = f + v else s = s + v end
+      end
     end
   end
   if tonumber(ARGV[7]) == 1 then consec = tonumber(ARGV[6]) else consec = consec + fails end
@@ -379,6 +399,7 @@ class _LocalMachine:
     half_open_successes: int = 0
     operator: str = ""
     window: dict[int, list[int]] = field(default_factory=dict)
+    batches: deque[tuple[int, int, int]] = field(default_factory=deque)
     permits: dict[str, float] = field(default_factory=dict)
     moved: str = ""
 
@@ -393,6 +414,7 @@ class _LocalMachine:
             self.operator, self.state = "", "open"
             self.open_until = now + snapshot.remaining
         self.window.clear()
+        self.batches.clear()
         self.permits.clear()
         self.consecutive = self.half_open_successes = 0
 
@@ -411,6 +433,7 @@ class _LocalMachine:
         self.generation += 1
         self.moved = "open"
         self.window.clear()
+        self.batches.clear()
         self.permits.clear()
 
     def _close(self) -> None:
@@ -419,6 +442,7 @@ class _LocalMachine:
         self.generation += 1
         self.moved = "closed"
         self.window.clear()
+        self.batches.clear()
         self.permits.clear()
 
     def _finish(self, now: float, verdict: str = "") -> Snapshot:
@@ -454,14 +478,7 @@ class _LocalMachine:
             and calls > 0
             and generation in (-1, self.generation)
         ):
-            second = int(now)
-            bucket = self.window.setdefault(second, [0, 0, 0])
-            bucket[0] += calls
-            bucket[1] += failures
-            bucket[2] += slow
-            for old in [sec for sec in self.window if sec <= second - cfg.window_seconds]:
-                del self.window[old]
-            total = [sum(b[i] for b in self.window.values()) for i in range(3)]
+            total = self._count(calls, failures, slow, now)
             self.consecutive = trailing if had_success else self.consecutive + failures
             if self.consecutive >= cfg.failure_threshold or (
                 total[0] >= cfg.minimum_calls
@@ -475,6 +492,29 @@ class _LocalMachine:
             ):
                 self._open(hold, now)
         return self._finish(now)
+
+    def _count(self, calls: int, failures: int, slow: int, now: float) -> list[int]:
+        """Add a batch to the window; the window's (calls, failures, slow) totals."""
+        cfg = self.config
+        if cfg.window_calls:
+            self.batches.appendleft((calls, failures, slow))
+            total, keep = [0, 0, 0], len(self.batches)
+            for index, batch in enumerate(self.batches, 1):
+                total = [a + b for a, b in zip(total, batch, strict=True)]
+                if total[0] >= cfg.window_calls:
+                    keep = index
+                    break
+            while len(self.batches) > keep:
+                self.batches.pop()
+            return total
+        second = int(now)
+        bucket = self.window.setdefault(second, [0, 0, 0])
+        bucket[0] += calls
+        bucket[1] += failures
+        bucket[2] += slow
+        for old in [sec for sec in self.window if sec <= second - cfg.window_seconds]:
+            del self.window[old]
+        return [sum(b[i] for b in self.window.values()) for i in range(3)]
 
     def acquire(self, permit: str, now: float) -> Snapshot:
         self._begin(now)
@@ -535,7 +575,7 @@ class CircuitBreaker:
         self.name = name
         self.config = config
         self._redis = redis
-        self._keys = [f"cb:{{{name}}}:s", f"cb:{{{name}}}:w", f"cb:{{{name}}}:p"]
+        self._keys = [f"cb:{{{name}}}:{suffix}" for suffix in ("s", "w", "p", "c")]
         self._config_json = config.script_json()
         self._scripts: dict[str, Any] | None = None
         self._local = _LocalMachine(config)

@@ -125,16 +125,51 @@ async def test_slow_calls_open_it(
     assert upstream.calls() == 8
 
 
+@pytest.mark.parametrize("shared", [True, False], ids=["redis", "in-process"])
 async def test_failure_rate_over_the_window_opens_it(
-    make: Make, http: httpx.AsyncClient, upstream: FakeUpstream
+    make: Make, http: httpx.AsyncClient, upstream: FakeUpstream, shared: bool
 ) -> None:
     # Never 3 failures in a row, but 50% of the last calls failed.
-    breaker = make(failure_threshold=3, failure_rate_threshold=0.5, minimum_calls=10)
+    breaker = make(
+        **({} if shared else {"redis": None}),
+        failure_threshold=3,
+        failure_rate_threshold=0.5,
+        minimum_calls=10,
+    )
     for index in range(10):
         upstream.set_mode("503" if index % 2 else "healthy")
         await outcome(caller(breaker, http, upstream))
         await breaker.refresh()
     assert breaker.state is State.OPEN
+    assert breaker.describe()["shared"] is shared
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["redis", "in-process"])
+@pytest.mark.parametrize("window", ["seconds", "calls"])
+async def test_count_window_weighs_only_the_last_calls(
+    make: Make, http: httpx.AsyncClient, upstream: FakeUpstream, shared: bool, window: str
+) -> None:
+    by_calls = window == "calls"
+    breaker = make(
+        **({} if shared else {"redis": None}),
+        failure_threshold=100,
+        failure_rate_threshold=0.5,
+        minimum_calls=10,
+        window_calls=10 if by_calls else None,
+    )
+
+    async def run(mode: str, count: int) -> None:
+        upstream.set_mode(mode)
+        for _ in range(count):
+            await outcome(caller(breaker, http, upstream))
+            await breaker.refresh()  # one published batch per call
+
+    await run("healthy", 20)
+    await run("503", 4)
+    assert breaker.state is State.CLOSED
+    await run("503", 1)
+    # Last 10 calls: 5 failures (50%). Last 60 s: 5 of 25 (20%).
+    assert breaker.state is (State.OPEN if by_calls else State.CLOSED)
 
 
 async def test_timeouts_count_and_retry_after_holds_it_open(
