@@ -110,13 +110,19 @@ class Settings(BaseSettings):
     pinecone_namespace: str = "candidates"
     pinecone_timeout_seconds: float = Field(5.0, gt=0)
     vector_dimension: int = Field(512, ge=8)
-    storage_backend: Literal["local", "s3"] = "local"
+    storage_backend: Literal["local", "s3", "cloudinary"] = "local"
     s3_bucket: str | None = None
     # S3-compatible endpoint (Supabase Storage's S3 URL, MinIO, ...); None means AWS S3.
     s3_endpoint_url: str | None = None
     s3_access_key_id: SecretStr | None = None
     s3_secret_access_key: SecretStr | None = None
     s3_timeout_seconds: float = Field(10.0, gt=0)
+    # Cloudinary (raw, private resources): cloud name, API key and secret from its console.
+    cloudinary_cloud_name: str | None = None
+    cloudinary_api_key: str | None = None
+    cloudinary_api_secret: SecretStr | None = None
+    cloudinary_base_url: str = "https://api.cloudinary.com"
+    cloudinary_timeout_seconds: float = Field(20.0, gt=0)
     http_max_connections: int = Field(100, ge=1)
 
     # Client IP: how many proxies append to X-Forwarded-For in front of us (EB: ALB + nginx = 2).
@@ -218,6 +224,13 @@ class Settings(BaseSettings):
             )
         if self.storage_backend == "s3" and not self.s3_bucket:
             raise ValueError("STORAGE_BACKEND=s3 needs S3_BUCKET")
+        if self.storage_backend == "cloudinary" and not (
+            self.cloudinary_cloud_name and self.cloudinary_api_key and self.cloudinary_api_secret
+        ):
+            raise ValueError(
+                "STORAGE_BACKEND=cloudinary needs CLOUDINARY_CLOUD_NAME, CLOUDINARY_API_KEY "
+                "and CLOUDINARY_API_SECRET"
+            )
         return self
 
     @property
