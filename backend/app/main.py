@@ -37,7 +37,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await app.state.redis.start()
     app.state.breakers = create_breakers(settings, app.state.redis)
     app.state.http = create_http_client(settings)
-    app.state.storage = create_storage(settings, app.state.breakers)
+    app.state.storage = create_storage(settings, app.state.breakers, app.state.http)
     app.state.ai = create_ai(settings, app.state.http, app.state.breakers)
     app.state.vector_index = create_vector_index(settings, app.state.http, app.state.breakers)
     app.state.jobs = await open_job_queue(settings, app.state)

@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable
 
 from prometheus_client import Counter
-from starlette.datastructures import MutableHeaders
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -29,6 +28,7 @@ from app.config import Settings
 from app.errors import error_response
 from app.security import InvalidToken, decode_access_token_with_key
 from app.services.rate_limit_buckets import (
+    BucketSpecs,
     Decision,
     DecisionRequest,
     DenialCache,
@@ -102,13 +102,14 @@ class _TierPlan:
         if tier.global_bucket is not None:
             bucket = tier.global_bucket
             specs.append((bucket.capacity, bucket.refill, bucket.period_seconds * 1_000_000))
-        self.specs = tuple(specs)
+        self.specs = BucketSpecs(specs)
         # Cluster: all keys of one decision must share a hash tag. A single-bucket tier tags by
         # identity (spreads over slots); a multi-bucket tier tags by category (one slot).
         self.multi = len(specs) > 1
-        self.limit = str(tier.capacity)
+        self.limit = str(tier.capacity).encode()
         # IETF draft: quota q per window w seconds, i.e. the sustained rate (refill per period).
-        self.policy = f'"{category}";q={tier.refill};w={tier.period_seconds}'
+        self.policy = f'"{category}";q={tier.refill};w={tier.period_seconds}'.encode()
+        self.name = f'"{category}"'.encode()
 
     def request(self, identity: str, ip: str) -> DecisionRequest:
         category = self.category
@@ -248,42 +249,40 @@ class RateLimitMiddleware:
         increment()
 
     @staticmethod
-    def _headers(plan: _TierPlan, decision: Decision) -> dict[str, str]:
-        remaining = str(max(0, decision.remaining))
+    def _headers(plan: _TierPlan, decision: Decision) -> list[tuple[bytes, bytes]]:
+        remaining = str(max(0, decision.remaining)).encode()
         # Seconds until the bucket is full again; on a refusal, until the next token exists.
         if decision.allowed:
-            reset = str(ceil_seconds(decision.reset_us))
+            reset = str(ceil_seconds(decision.reset_us)).encode()
         else:
-            reset = str(max(1, ceil_seconds(decision.retry_after_us)))
-        return {
-            "X-RateLimit-Limit": plan.limit,
-            "X-RateLimit-Remaining": remaining,
-            "X-RateLimit-Reset": reset,
-            "RateLimit-Policy": plan.policy,
-            "RateLimit": f'"{plan.category}";r={remaining};t={reset}',
-        }
+            reset = str(max(1, ceil_seconds(decision.retry_after_us))).encode()
+        return [
+            (b"x-ratelimit-limit", plan.limit),
+            (b"x-ratelimit-remaining", remaining),
+            (b"x-ratelimit-reset", reset),
+            (b"ratelimit-policy", plan.policy),
+            (b"ratelimit", plan.name + b";r=" + remaining + b";t=" + reset),
+        ]
 
     def _refuse(self, plan: _TierPlan, decision: Decision) -> Response:
         retry_after = max(1, ceil_seconds(decision.retry_after_us))
-        headers = self._headers(plan, decision)
-        headers["Retry-After"] = str(retry_after)
-        return error_response(
+        response = error_response(
             429,
             "rate_limited",
             f"Too many requests. Retry in {retry_after} seconds.",
-            headers=headers,
+            headers={"Retry-After": str(retry_after)},
             retry_after=retry_after,
             category=plan.category,
         )
+        response.raw_headers.extend(self._headers(plan, decision))
+        return response
 
     def _with_headers(self, send: Send, plan: _TierPlan, decision: Decision) -> Send:
         headers = self._headers(plan, decision)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                response_headers = MutableHeaders(scope=message)
-                for name, value in headers.items():
-                    response_headers.append(name, value)
+                message["headers"] = [*message.get("headers", ()), *headers]
             await send(message)
 
         return send_with_headers

@@ -93,12 +93,24 @@ class Decision:
     reset_us: int
 
 
+class BucketSpecs:
+    """A tier's buckets as (capacity, refill, period_us) each, with their script arguments
+    encoded once (encoding arguments per request is a visible share of the limiter's cost)."""
+
+    __slots__ = ("limits", "script_args")
+
+    def __init__(self, limits: Sequence[tuple[int, int, int]]) -> None:
+        self.limits = tuple(limits)
+        values = [len(self.limits), *(value for limit in self.limits for value in limit)]
+        self.script_args = tuple(str(value).encode() for value in values)
+
+
 @dataclass(frozen=True, slots=True)
 class DecisionRequest:
-    """The buckets one request draws from: keys, and per key (capacity, refill, period_us)."""
+    """The buckets one request draws from: their keys, in the order of `specs.limits`."""
 
     keys: tuple[str, ...]
-    specs: tuple[tuple[int, int, int], ...]
+    specs: BucketSpecs
 
     @property
     def cache_key(self) -> str:
@@ -191,12 +203,10 @@ class RedisBuckets:
 
     async def _run(self, requests: Sequence[DecisionRequest]) -> list[Decision] | None:
         keys: list[str] = []
-        args: list[int] = [len(requests)]
+        args: list[bytes] = [str(len(requests)).encode()]
         for request in requests:
             keys.extend(request.keys)
-            args.append(len(request.keys))
-            for spec in request.specs:
-                args.extend(spec)
+            args.extend(request.specs.script_args)
         try:
             reply = await self._script(keys=keys, args=args)
         except redis.RedisError as exc:
@@ -231,7 +241,8 @@ class LocalBuckets:
         levels: list[tuple[int, int, int, int]] = []  # (level, full, rate, unit)
         allowed = True
         wait = 0
-        for key, (capacity, refill, period_us) in zip(request.keys, request.specs, strict=True):
+        limits = request.specs.limits
+        for key, (capacity, refill, period_us) in zip(request.keys, limits, strict=True):
             unit = period_us * share
             full = max(1, capacity // share) * unit
             level = full

@@ -1,6 +1,6 @@
 """The in-process token bucket (no Redis, or Redis down): exact refill, shares, all-or-nothing."""
 
-from app.services.rate_limit_buckets import DecisionRequest, LocalBuckets
+from app.services.rate_limit_buckets import BucketSpecs, DecisionRequest, LocalBuckets
 
 SECOND = 1_000_000
 
@@ -8,7 +8,7 @@ SECOND = 1_000_000
 def request(*buckets: tuple[str, int, int, int]) -> DecisionRequest:
     return DecisionRequest(
         keys=tuple(key for key, *_ in buckets),
-        specs=tuple((capacity, refill, period) for _, capacity, refill, period in buckets),
+        specs=BucketSpecs([(capacity, refill, period) for _, capacity, refill, period in buckets]),
     )
 
 
