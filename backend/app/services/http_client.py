@@ -26,6 +26,11 @@ class UpstreamRejected(AppError):
     code = "upstream_error"
     message = "An external service could not process the request."
 
+    def __init__(self, *, service: str, upstream_status: int | None = None) -> None:
+        super().__init__(service=service)
+        # For callers (e.g. 404 -> not found); never part of the client-visible body.
+        self.upstream_status = upstream_status
+
 
 def create_http_client(settings: Settings) -> httpx.AsyncClient:
     """One long-lived client per process: pooled keep-alive connections to every upstream.
@@ -64,6 +69,8 @@ async def call_upstream(
     except httpx.HTTPStatusError as exc:
         if exc.response.status_code >= 500:
             raise UpstreamUnavailable(service=breaker.name) from exc
-        raise UpstreamRejected(service=breaker.name) from exc
+        raise UpstreamRejected(
+            service=breaker.name, upstream_status=exc.response.status_code
+        ) from exc
     except (httpx.TransportError, TimeoutError) as exc:
         raise UpstreamUnavailable(service=breaker.name) from exc

@@ -1,19 +1,22 @@
-"""File storage for resumes: a local directory by default (S3-compatible in production)."""
+"""File storage for resumes: a local directory by default; S3-compatible or Cloudinary in prod."""
 
 import asyncio
+import hashlib
 import os
 import re
+import time
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, Protocol
 
 import aioboto3
+import httpx
 from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from app.config import Settings
 from app.services.circuit_breaker import BreakerRegistry, CircuitBreaker
-from app.services.http_client import UpstreamRejected, UpstreamUnavailable
+from app.services.http_client import UpstreamRejected, UpstreamUnavailable, call_upstream
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,511}$")
 
@@ -147,18 +150,91 @@ class S3Storage:
         await self._stack.aclose()
 
 
+class CloudinaryStorage:
+    """Cloudinary's Upload API: raw, private resources whose public_id is the key.
+
+    Signed requests (parameters sorted, joined, API secret appended, SHA-1: Cloudinary's scheme)
+    on the process's shared httpx client, through the ``cloudinary`` breaker.
+    """
+
+    def __init__(
+        self, settings: Settings, client: httpx.AsyncClient, breaker: CircuitBreaker
+    ) -> None:
+        cloud, api_key = settings.cloudinary_cloud_name, settings.cloudinary_api_key
+        if not cloud or not api_key or settings.cloudinary_api_secret is None:
+            raise ValueError("CloudinaryStorage needs the cloud name, API key and API secret")
+        self._api = f"{settings.cloudinary_base_url.rstrip('/')}/v1_1/{cloud}/raw"
+        self._api_key = api_key
+        self._api_secret = settings.cloudinary_api_secret.get_secret_value()
+        self._client = client
+        self._breaker = breaker
+        self._timeout = settings.cloudinary_timeout_seconds
+
+    def _signed(self, params: dict[str, str]) -> dict[str, str]:
+        params = {**params, "timestamp": str(int(time.time()))}
+        payload = "&".join(f"{name}={params[name]}" for name in sorted(params))
+        signature = hashlib.sha1((payload + self._api_secret).encode()).hexdigest()
+        return {**params, "api_key": self._api_key, "signature": signature}
+
+    async def put(self, key: str, data: bytes, content_type: str) -> None:
+        fields = self._signed({"public_id": check_key(key), "type": "private", "overwrite": "true"})
+        files = {"file": (key.rsplit("/", 1)[-1], data, content_type)}
+        await call_upstream(
+            self._breaker,
+            self._timeout,
+            lambda: self._client.post(
+                f"{self._api}/upload", data=fields, files=files, timeout=self._timeout
+            ),
+        )
+
+    async def get(self, key: str) -> bytes:
+        params = self._signed({"public_id": check_key(key), "type": "private"})
+        try:
+            response = await call_upstream(
+                self._breaker,
+                self._timeout,
+                lambda: self._client.get(
+                    f"{self._api}/download", params=params, timeout=self._timeout
+                ),
+            )
+        except UpstreamRejected as exc:
+            if exc.upstream_status == 404:
+                raise StorageNotFound(key) from exc
+            raise
+        return response.content
+
+    async def delete(self, key: str) -> None:
+        fields = self._signed(
+            {"public_id": check_key(key), "type": "private", "invalidate": "true"}
+        )
+        await call_upstream(
+            self._breaker,
+            self._timeout,
+            lambda: self._client.post(f"{self._api}/destroy", data=fields, timeout=self._timeout),
+        )
+
+
 def _secret(value: Any) -> str | None:
     return value.get_secret_value() if value is not None else None
 
 
-def create_storage(settings: Settings, breakers: BreakerRegistry) -> Storage:
-    """The storage backend chosen by settings (STORAGE_BACKEND)."""
+def create_storage(
+    settings: Settings, breakers: BreakerRegistry, client: httpx.AsyncClient | None = None
+) -> Storage:
+    """The storage backend chosen by settings (STORAGE_BACKEND).
+
+    Cloudinary needs ``client``, the process's shared httpx client.
+    """
     if settings.storage_backend == "s3":
         return S3Storage(settings, breakers.get("supabase_storage"))
+    if settings.storage_backend == "cloudinary":
+        if client is None:
+            raise ValueError("STORAGE_BACKEND=cloudinary needs the process's httpx client")
+        return CloudinaryStorage(settings, client, breakers.get("cloudinary"))
     return LocalStorage(settings.data_dir / "uploads")
 
 
 async def close_storage(storage: Storage) -> None:
-    """Release the backend's connections, if it holds any."""
+    """Release the backend's connections, if it holds any of its own."""
     if isinstance(storage, S3Storage):
         await storage.close()

@@ -3,6 +3,7 @@
 from collections.abc import AsyncIterator, Iterator
 
 import boto3
+import httpx
 import pytest
 from pydantic import SecretStr
 
@@ -48,10 +49,11 @@ def s3_settings(endpoint: str, bucket: str = BUCKET) -> Settings:
 async def storage(moto: MotoServer) -> AsyncIterator[S3Storage]:
     settings = s3_settings(moto.url)
     breakers = create_breakers(settings, None)
-    store = create_storage(settings, breakers)
-    assert isinstance(store, S3Storage)
-    yield store
-    await close_storage(store)
+    async with httpx.AsyncClient() as client:
+        store = create_storage(settings, breakers, client)
+        assert isinstance(store, S3Storage)
+        yield store
+        await close_storage(store)
     await breakers.close()
 
 

@@ -8,8 +8,9 @@ Run as ``python -m tests.support.fake_upstream --port N --api-key K``. Control i
 * ``POST /_fake/reset``: healthy, counters and stored vectors cleared.
 
 Healthy answers follow the real APIs' shapes: ``POST /v1beta/models/{model}:generateContent``
-(``x-goog-api-key``), Pinecone's ``/vectors/upsert``, ``/query``, ``/vectors/delete`` (``Api-Key``);
-any other path answers ``{"ok": true}``.
+(``x-goog-api-key``), Pinecone's ``/vectors/upsert``, ``/query``, ``/vectors/delete`` (``Api-Key``),
+Cloudinary's ``/v1_1/{cloud}/raw/upload``, ``/download`` and ``/destroy`` (signed with the API
+key as the secret too); any other path answers ``{"ok": true}``.
 """
 
 import argparse
@@ -48,6 +49,7 @@ class _Behaviour:
         self.status = 400
         self.calls: Counter[str] = Counter()
         self.vectors: dict[str, dict[str, list[float]]] = {}
+        self.files: dict[str, bytes] = {}
 
 
 def build_app(api_key: str) -> Starlette:
@@ -85,6 +87,8 @@ def build_app(api_key: str) -> Starlette:
             return await _gemini(request, state)
         if path in ("/vectors/upsert", "/query", "/vectors/delete"):
             return await _pinecone(request, state)
+        if path.startswith("/v1_1/"):
+            return await _cloudinary(request, state)
         return JSONResponse({"ok": True})
 
     return Starlette(
@@ -152,6 +156,40 @@ async def _pinecone(request: Request, state: _Behaviour) -> Response:
     )
     matches = [{"id": vector_id, "score": score} for vector_id, score in scored[: body["topK"]]]
     return JSONResponse({"matches": matches, "namespace": body.get("namespace", "")})
+
+
+async def _cloudinary(request: Request, state: _Behaviour) -> Response:
+    if request.method == "GET":
+        params = dict(request.query_params)
+    else:
+        form = await request.form()
+        params = {name: value for name, value in form.items() if isinstance(value, str)}
+        upload = form.get("file")
+    signature = params.pop("signature", "")
+    api_key = params.pop("api_key", "")
+    payload = "&".join(f"{name}={params[name]}" for name in sorted(params))
+    expected = hashlib.sha1((payload + state.api_key).encode()).hexdigest()
+    if api_key != state.api_key or signature != expected:
+        return JSONResponse({"error": {"message": "Invalid Signature"}}, 401)
+    public_id, action = params.get("public_id", ""), request.url.path.rsplit("/", 1)[-1]
+    if action == "upload" and upload is not None and not isinstance(upload, str):
+        state.files[public_id] = await upload.read()
+        return JSONResponse(
+            {
+                "public_id": public_id,
+                "resource_type": "raw",
+                "type": "private",
+                "bytes": len(state.files[public_id]),
+            }
+        )
+    if action == "download":
+        if public_id not in state.files:
+            return JSONResponse({"error": {"message": "Resource not found"}}, 404)
+        return Response(state.files[public_id], media_type="application/octet-stream")
+    if action == "destroy":
+        found = state.files.pop(public_id, None) is not None
+        return JSONResponse({"result": "ok" if found else "not found"})
+    return JSONResponse({"error": {"message": "unknown action"}}, 400)
 
 
 def _cosine(a: list[float], b: list[float]) -> float:
