@@ -70,6 +70,26 @@ class Settings(BaseSettings):
     redis_backoff_max_seconds: float = Field(10.0, gt=0)
 
     cache_enabled: bool = True
+    # Cache (app/services/cache.py): fresh TTL per category in seconds (JSON in the environment).
+    cache_ttl_seconds: dict[str, float] = Field(
+        default_factory=lambda: {
+            "search_results": 300.0,
+            "job_listings": 600.0,
+            "test_config": 3600.0,
+            "ai_response": 86400.0,
+            "user_profile": 300.0,
+            "admin_dashboard": 30.0,
+            "default": 300.0,
+        }
+    )
+    cache_key_prefix: str = Field("hpc", pattern=r"^[A-Za-z0-9_.-]+$")
+    # After its TTL an entry stays servable this fraction of the TTL longer while one caller
+    # recomputes it (stale-while-revalidate); 0 turns that off.
+    cache_stale_ratio: float = Field(0.25, ge=0)
+    # Fresh TTLs vary by +/- this fraction so entries written together do not expire together.
+    cache_ttl_jitter: float = Field(0.1, ge=0, lt=1)
+    # How long one process may hold a key's recompute lock; others wait at most this long.
+    cache_lock_ttl_seconds: float = Field(5.0, gt=0)
     rate_limit_enabled: bool = True
     rate_limit_requests_per_minute: int = Field(100, ge=1)
     rate_limit_burst: int = Field(20, ge=0)

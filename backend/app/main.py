@@ -18,6 +18,7 @@ from app.routers import admin, auth, health, jobs, metrics, notifications, profi
 from app.security import password_hasher
 from app.services.ai import create_ai
 from app.services.auth import PasswordService
+from app.services.cache import Cache, CacheInvalidationMiddleware
 from app.services.circuit_breaker import create_breakers
 from app.services.http_client import create_http_client
 from app.services.redis import RedisService
@@ -35,6 +36,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     instrument_engine(app.state.database.engine)
     app.state.redis = RedisService(settings)
     await app.state.redis.start()
+    app.state.cache = Cache(settings, app.state.redis)
     app.state.breakers = create_breakers(settings, app.state.redis)
     app.state.http = create_http_client(settings)
     app.state.storage = create_storage(settings, app.state.breakers, app.state.http)
@@ -64,6 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.passwords = PasswordService(password_hasher(settings))
     install_error_handlers(app)
+    # Bumps the cache tags of committed writes before their response starts.
+    app.add_middleware(CacheInvalidationMiddleware)
     app.add_middleware(RateLimitMiddleware, settings=settings)
     # Added last = outermost: request context wraps everything, then shutdown draining.
     app.state.drain = DrainState()

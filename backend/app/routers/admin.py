@@ -1,12 +1,12 @@
 """Admin routes: dashboard, candidates, results, AI question generation and job management."""
 
 from dataclasses import asdict
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, status
 from starlette.responses import Response
 
-from app.database import ReadConnDep, SessionDep
+from app.database import ReadConnDep, SessionDep, get_database
 from app.deps import AdminUser
 from app.routers.pagination import Page, PageSize
 from app.schemas.admin import (
@@ -19,15 +19,31 @@ from app.schemas.admin import (
 )
 from app.schemas.job import AdminJobOut, JobCreateIn, JobListOut, JobUpdateIn
 from app.services import admin, assessments, candidate_search, jobs
-from app.services.ai import AIService
+from app.services.ai import AIService, Difficulty
+from app.services.cache import (
+    ADMIN_DASHBOARD,
+    AI_QUESTIONS,
+    CANDIDATE_SEARCH,
+    TESTS_TAG,
+    CacheDep,
+    cached,
+    invalidate_on_commit,
+    make_key,
+)
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
 
 
-@router.get("/dashboard")
-async def dashboard(user: AdminUser, connection: ReadConnDep) -> DashboardOut:
-    """Headline counts for the admin home page."""
-    return DashboardOut.model_validate(await admin.dashboard(connection))
+@router.get("/dashboard", response_model=DashboardOut)
+async def dashboard(user: AdminUser, request: Request, cache: CacheDep) -> Response:
+    """Headline counts for the admin home page (cached briefly; the same for every admin)."""
+
+    async def compute() -> bytes:
+        async with get_database(request).read_engine.connect() as connection:
+            counts = await admin.dashboard(connection)
+        return DashboardOut.model_validate(counts).model_dump_json().encode()
+
+    return await cache.response(request, ADMIN_DASHBOARD, "all", compute)
 
 
 @router.get("/candidates")
@@ -40,16 +56,23 @@ async def list_candidates(
     )
 
 
-@router.get("/candidates/search")
+@router.get("/candidates/search", response_model=CandidateSearchOut)
 async def search_candidates(
     user: AdminUser,
-    connection: ReadConnDep,
+    request: Request,
+    cache: CacheDep,
     q: Annotated[str, Query(min_length=1, max_length=200)],
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-) -> CandidateSearchOut:
+) -> Response:
     """Candidates ranked by how well their skills and summary match `q`."""
-    items = await candidate_search.search_candidates(connection, q, limit)
-    return CandidateSearchOut.model_validate({"query": q, "items": items})
+
+    async def compute() -> bytes:
+        async with get_database(request).read_engine.connect() as connection:
+            items = await candidate_search.search_candidates(connection, q, limit)
+        result = CandidateSearchOut.model_validate({"query": q, "items": items})
+        return result.model_dump_json().encode()
+
+    return await cache.response(request, CANDIDATE_SEARCH, make_key(q, limit), compute)
 
 
 @router.get("/results")
@@ -66,11 +89,28 @@ async def list_results(
     )
 
 
+@cached(
+    AI_QUESTIONS,
+    key=lambda ai, backend, topic, count, difficulty: make_key(backend, topic, count, difficulty),
+)
+async def _generate_questions(
+    ai: AIService, backend: str, topic: str, count: int, difficulty: Difficulty
+) -> list[dict[str, Any]]:
+    """Generated questions, cached by the input's hash (`backend` names the model behind `ai`)."""
+    return [asdict(question) for question in await ai.generate_questions(topic, count, difficulty)]
+
+
 @router.post("/ai-generate")
-async def ai_generate(body: AIGenerateIn, request: Request, user: AdminUser, session: SessionDep) -> AIGenerateOut:
+async def ai_generate(
+    body: AIGenerateIn, request: Request, user: AdminUser, session: SessionDep, cache: CacheDep
+) -> AIGenerateOut:
     """Generate test questions on a topic; optionally save them as a new test."""
     ai: AIService = request.app.state.ai
-    generated = [asdict(question) for question in await ai.generate_questions(body.topic, body.count, body.difficulty)]
+    settings = request.app.state.settings
+    backend = f"{settings.ai_backend}:{settings.gemini_model}"
+    generated = await _generate_questions(
+        cache, ai, backend, body.topic, body.count, body.difficulty
+    )
     test_id = None
     if body.create_test:
         assert body.title is not None  # enforced by the schema
@@ -81,6 +121,7 @@ async def ai_generate(body: AIGenerateIn, request: Request, user: AdminUser, ses
             description=f"Generated questions on {body.topic} ({body.difficulty}).",
             questions=generated,
         )
+        invalidate_on_commit(session, TESTS_TAG)
         test_id = test.id
     return AIGenerateOut.model_validate({"topic": body.topic, "questions": generated, "test_id": test_id})
 

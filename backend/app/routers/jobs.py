@@ -2,13 +2,14 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from app.database import ReadConnDep
+from app.database import get_database
 from app.routers.pagination import Page, PageSize
 from app.schemas.job import JobListOut, JobOut
 from app.services import jobs
+from app.services.cache import JOB_DETAIL, JOB_LISTINGS, CacheDep, make_key
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
@@ -17,7 +18,8 @@ SearchTerm = Annotated[str | None, Query(min_length=1, max_length=100)]
 
 @router.get("", response_model=JobListOut)
 async def list_jobs(
-    connection: ReadConnDep,
+    request: Request,
+    cache: CacheDep,
     search: SearchTerm = None,
     job_type: Annotated[str | None, Query(max_length=40)] = None,
     location: SearchTerm = None,
@@ -25,13 +27,25 @@ async def list_jobs(
     page_size: PageSize = 20,
 ) -> Response:
     """Active jobs, newest first; `search` matches title, company and description."""
-    body = await jobs.list_jobs_json(
-        connection, search=search, job_type=job_type, location=location, page=page, page_size=page_size
-    )
-    return Response(body, media_type="application/json")
+
+    # A connection is taken only on a miss: a hit costs one Redis call and no pool checkout.
+    async def compute() -> bytes:
+        async with get_database(request).read_engine.connect() as connection:
+            return await jobs.list_jobs_json(
+                connection, search=search, job_type=job_type, location=location, page=page,
+                page_size=page_size,
+            )
+
+    key = make_key(search, job_type, location, page, page_size)
+    return await cache.response(request, JOB_LISTINGS, key, compute)
 
 
 @router.get("/{job_id}", response_model=JobOut)
-async def get_job(job_id: int, connection: ReadConnDep) -> Response:
+async def get_job(job_id: int, request: Request, cache: CacheDep) -> Response:
     """One active job."""
-    return Response(await jobs.get_job_json(connection, job_id), media_type="application/json")
+
+    async def compute() -> bytes:
+        async with get_database(request).read_engine.connect() as connection:
+            return await jobs.get_job_json(connection, job_id)
+
+    return await cache.response(request, JOB_DETAIL, make_key(job_id), compute)

@@ -1,9 +1,9 @@
 """Timed tests: what is available, and taking one."""
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from app.database import ReadConnDep, SessionDep
+from app.database import SessionDep, get_database
 from app.deps import CandidateUser, CurrentUser
 from app.schemas.assessment import (
     AnswerIn,
@@ -17,20 +17,31 @@ from app.schemas.assessment import (
     SubmitOut,
 )
 from app.services import assessments
+from app.services.cache import TESTS_AVAILABLE, CacheDep
 
 router = APIRouter(prefix="/api/tests", tags=["tests"])
 
 
 @router.get("/available", response_model=list[AssessmentSummaryOut])
-async def available_tests(user: CurrentUser, connection: ReadConnDep) -> Response:
+async def available_tests(user: CurrentUser, request: Request, cache: CacheDep) -> Response:
     """Active tests with their duration and number of questions."""
-    return Response(await assessments.list_available_json(connection), media_type="application/json")
+
+    # The same list for every user: one shared entry, no connection taken on a hit.
+    async def compute() -> bytes:
+        async with get_database(request).read_engine.connect() as connection:
+            return await assessments.list_available_json(connection)
+
+    return await cache.response(request, TESTS_AVAILABLE, "all", compute)
 
 
 @router.post("/start")
-async def start_test(body: StartIn, user: CandidateUser, session: SessionDep) -> AttemptOut:
+async def start_test(
+    body: StartIn, user: CandidateUser, session: SessionDep, cache: CacheDep
+) -> AttemptOut:
     """Start a timed attempt, or resume the open one; questions come without answers."""
-    return AttemptOut.model_validate(await assessments.start_attempt(session, user.user_id, body.test_id))
+    return AttemptOut.model_validate(
+        await assessments.start_attempt(session, user.user_id, body.test_id, cache)
+    )
 
 
 @router.post("/submit")

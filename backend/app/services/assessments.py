@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from app.errors import Conflict, InvalidInput, NotFound
 from app.models import Assessment, Attempt, AttemptAnswer, Notification, Question
 from app.models.base import utcnow
+from app.services.cache import TEST_CONFIG, Cache, make_key
 
 
 async def list_available_json(connection: AsyncConnection) -> bytes:
@@ -43,14 +44,19 @@ async def _questions(session: AsyncSession, test_id: int) -> list[dict[str, Any]
     return [dict(row) for row in rows.mappings()]
 
 
-async def _attempt_view(session: AsyncSession, attempt: Attempt) -> dict[str, Any]:
+async def _attempt_view(session: AsyncSession, cache: Cache, attempt: Attempt) -> dict[str, Any]:
+    test_id = attempt.test_id
+    # A test's questions (without answers) are the same for every candidate: cached per test.
+    questions = await cache.get_or_compute(
+        TEST_CONFIG, make_key(test_id), lambda: _questions(session, test_id)
+    )
     return {
         "attempt_id": attempt.id,
-        "test_id": attempt.test_id,
+        "test_id": test_id,
         "status": attempt.status,
         "started_at": attempt.started_at,
         "expires_at": attempt.expires_at,
-        "questions": await _questions(session, attempt.test_id),
+        "questions": questions,
     }
 
 
@@ -63,7 +69,9 @@ async def _find_open_attempt(session: AsyncSession, user_id: int, test_id: int) 
     return result
 
 
-async def start_attempt(session: AsyncSession, user_id: int, test_id: int) -> dict[str, Any]:
+async def start_attempt(
+    session: AsyncSession, user_id: int, test_id: int, cache: Cache
+) -> dict[str, Any]:
     """Start (or resume) the candidate's one open attempt at a test."""
     test = await session.get(Assessment, test_id)
     if test is None or not test.active:
@@ -72,7 +80,7 @@ async def start_attempt(session: AsyncSession, user_id: int, test_id: int) -> di
     existing = await _find_open_attempt(session, user_id, test_id)
     if existing is not None:
         if existing.expires_at > now:
-            return await _attempt_view(session, existing)
+            return await _attempt_view(session, cache, existing)
         existing.status = "abandoned"  # its time ran out unfinished; a fresh attempt may start
         await session.flush()
     attempt = Attempt(
@@ -92,7 +100,7 @@ async def start_attempt(session: AsyncSession, user_id: int, test_id: int) -> di
         if winner is None:
             raise
         attempt = winner
-    return await _attempt_view(session, attempt)
+    return await _attempt_view(session, cache, attempt)
 
 
 async def _lock_open_attempt(session: AsyncSession, user_id: int, attempt_id: int) -> Attempt:

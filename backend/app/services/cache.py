@@ -31,7 +31,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from functools import wraps
+from functools import update_wrapper
 from typing import Annotated, Any, Concatenate, Final, ParamSpec, TypeVar
 
 import orjson
@@ -558,13 +558,13 @@ def cached(
     def decorate(
         function: Callable[P, Awaitable[T]],
     ) -> Callable[Concatenate[Cache, P], Awaitable[T]]:
-        @wraps(function)
-        async def wrapper(cache: Cache, *args: P.args, **kwargs: P.kwargs) -> T:
+        async def wrapper(cache: Cache, /, *args: P.args, **kwargs: P.kwargs) -> T:
             result: T = await cache.get_or_compute(
                 namespace, key(*args, **kwargs), lambda: function(*args, **kwargs)
             )
             return result
 
+        update_wrapper(wrapper, function)
         return wrapper
 
     return decorate

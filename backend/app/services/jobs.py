@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.errors import NotFound
 from app.models import Job
+from app.services.cache import JOBS_TAG, invalidate_on_commit
 
 # The listing selects only the columns it returns: no ORM objects, no per-row validation.
 _PUBLIC_COLUMNS = (
@@ -98,6 +99,7 @@ async def create_job(session: AsyncSession, admin_id: int, fields: dict[str, Any
     job = Job(**fields, created_by=admin_id)
     session.add(job)
     await session.flush()
+    invalidate_on_commit(session, JOBS_TAG)
     return job
 
 
@@ -108,6 +110,7 @@ async def update_job(session: AsyncSession, job_id: int, changes: dict[str, Any]
     for field, value in changes.items():
         setattr(job, field, value)
     await session.flush()
+    invalidate_on_commit(session, JOBS_TAG)
     return job
 
 
@@ -117,6 +120,7 @@ async def delete_job(session: AsyncSession, job_id: int) -> None:
         raise NotFound("Job not found.")
     await session.delete(job)
     await session.flush()
+    invalidate_on_commit(session, JOBS_TAG)
 
 
 def job_dict(job: Job) -> dict[str, Any]:

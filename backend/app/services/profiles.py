@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.errors import InvalidInput, NotFound, UnsupportedMediaType
 from app.models import CandidateProfile, User
 from app.models.base import utcnow
+from app.services.cache import CANDIDATES_TAG, invalidate_on_commit
 from app.services.job_queue import JobQueue
 from app.services.sqs_queue import QueueUnavailable
 from app.services.storage import Storage
@@ -73,6 +74,7 @@ async def update_profile(session: AsyncSession, user_id: int, changes: dict[str,
         setattr(view.profile, field, value)
     view.profile.updated_at = utcnow()
     await session.flush()
+    invalidate_on_commit(session, CANDIDATES_TAG)
     return view
 
 
@@ -139,6 +141,7 @@ async def store_resume(
     profile.resume_parsed_at = None
     profile.updated_at = utcnow()
     await session.flush()
+    invalidate_on_commit(session, CANDIDATES_TAG)
     return profile
 
 

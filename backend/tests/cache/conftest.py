@@ -1,14 +1,11 @@
-"""Fixtures for the cache tests: the real app and a bare Cache, both on the worker's private Redis."""
+"""Fixtures for the cache tests: the app and a bare Cache on the worker's private Redis."""
 
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
-from fastapi import FastAPI
 
 from app.config import Settings
-from app.main import create_app
 from app.services.cache import Cache
 from app.services.redis import RedisService
 from tests.conftest import make_settings
@@ -28,22 +25,8 @@ def cache_settings(tmp_path: Path, redis_url: str | None, **overrides: object) -
 
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str, redis_url: str) -> Settings:
-    """The app's settings for these tests: cache enabled on the private Redis."""
+    """Overrides the shared fixture: the `app` and `client` fixtures run with the cache on."""
     return cache_settings(tmp_path, redis_url, database_url=database_url)
-
-
-@pytest.fixture
-async def cached_app(settings: Settings) -> AsyncIterator[FastAPI]:
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
-        yield application
-
-
-@pytest.fixture
-async def http(cached_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=cached_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        yield client
 
 
 @pytest.fixture

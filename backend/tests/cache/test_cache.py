@@ -2,6 +2,7 @@
 
 import asyncio
 from pathlib import Path
+from typing import cast
 
 import pytest
 import redis.asyncio
@@ -11,6 +12,7 @@ from pydantic import BaseModel
 from app.services.cache import Cache, Namespace, cached, make_key
 from app.services.redis import RedisService
 from tests.cache.conftest import cache_settings
+from tests.support.redis_server import RedisServer
 
 PLAIN = Namespace("test_plain")
 TAGGED = Namespace("test_tagged", tags=("test_tag",))
@@ -74,7 +76,10 @@ async def test_pydantic_models_round_trip(cache: Cache) -> None:
     async def compute() -> Profile:
         return Profile(name="Ada", skills=["python"])
 
-    assert await cache.get_or_compute(PLAIN, "model", compute) == {"name": "Ada", "skills": ["python"]}
+    assert await cache.get_or_compute(PLAIN, "model", compute) == {
+        "name": "Ada",
+        "skills": ["python"],
+    }
     model = await cache.get_model(PLAIN, "model", Profile, compute)
     assert model == Profile(name="Ada", skills=["python"])
 
@@ -128,7 +133,9 @@ async def test_value_computed_from_old_data_never_becomes_readable(cache: Cache)
     async def compute_now() -> dict[str, str]:
         return dict(data)
 
-    assert await cache.get_or_compute(TAGGED, "race", compute_while_writer_commits) == {"title": "old"}
+    assert await cache.get_or_compute(TAGGED, "race", compute_while_writer_commits) == {
+        "title": "old"
+    }
     assert await cache.get_or_compute(TAGGED, "race", compute_now) == {"title": "new"}
 
 
@@ -170,7 +177,10 @@ async def test_stale_entry_served_while_one_caller_refreshes(
     tmp_path: Path, redis_url: str
 ) -> None:
     settings = cache_settings(
-        tmp_path, redis_url, cache_ttl_seconds={"default": 0.3}, cache_stale_ratio=100,
+        tmp_path,
+        redis_url,
+        cache_ttl_seconds={"default": 0.3},
+        cache_stale_ratio=100,
         cache_ttl_jitter=0,
     )
     services = [RedisService(settings), RedisService(settings)]
@@ -182,7 +192,7 @@ async def test_stale_entry_served_while_one_caller_refreshes(
 
     client = redis.asyncio.Redis.from_url(redis_url)
     entry_key = first.entry_key(FLEETING, "swr")
-    fresh_until = int((await client.get(entry_key) or b"").split(b"|")[1])
+    fresh_until = int(cast(bytes, await client.get(entry_key)).split(b"|")[1])
     async with asyncio.timeout(5):
         while True:  # wait until Redis's clock passes the entry's fresh TTL
             seconds, micros = await client.time()
@@ -230,7 +240,9 @@ async def test_cached_decorator_uses_the_explicit_key_builder(cache: Cache) -> N
     assert seen == [("sql", 2), ("sql", 3)]
 
 
-async def test_disabled_cache_always_computes(tmp_path: Path, redis_url: str, redis_service: RedisService) -> None:
+async def test_disabled_cache_always_computes(
+    tmp_path: Path, redis_url: str, redis_service: RedisService
+) -> None:
     cache = Cache(cache_settings(tmp_path, redis_url, cache_enabled=False), redis_service)
     calls = Calls()
     await cache.get_or_compute(PLAIN, "off", calls)
@@ -242,11 +254,11 @@ async def test_disabled_cache_always_computes(tmp_path: Path, redis_url: str, re
 
 
 async def test_redis_stopped_means_bypass_not_errors(
-    cache: Cache, redis_server: object, redis_service: RedisService
+    cache: Cache, redis_server: RedisServer, redis_service: RedisService
 ) -> None:
     calls = Calls()
     await cache.get_or_compute(TAGGED, "k", calls)
-    redis_server.stop()  # type: ignore[attr-defined]
+    redis_server.stop()
     for _ in range(5):
         assert (await cache.get_or_compute(TAGGED, "k", calls))["call"] >= 2
     await cache.invalidate("test_tag")  # queued, never raised
@@ -259,11 +271,13 @@ async def test_invalidation_that_failed_is_sent_before_the_next_read(
     calls = Calls()
     await cache.get_or_compute(TAGGED, "pending", calls)
     admin = redis.asyncio.Redis.from_url(redis_url)
-    await admin.execute_command("CLIENT", "PAUSE", "700", "ALL")  # the bump times out
+    await admin.client_pause(700, all=True)  # the bump times out
     await cache.invalidate("test_tag")
     assert not redis_service.available
     async with asyncio.timeout(10):
-        while not redis_service.available:
+        while True:
+            if redis_service.available:
+                break
             await asyncio.sleep(0.05)
     # The pending bump goes first, so this process never reads the entry it invalidated.
     assert await cache.get_or_compute(TAGGED, "pending", calls) == {"call": 2}
@@ -280,15 +294,24 @@ async def test_metrics_count_hits_misses_recomputes_and_invalidations(cache: Cac
             "hiringpro_cache_invalidations_total",
         )
     }
-    hits_before = REGISTRY.get_sample_value(
-        "hiringpro_cache_hits_total", {"namespace": namespace.name, "state": "fresh"}
-    ) or 0.0
+    hits_before = (
+        REGISTRY.get_sample_value(
+            "hiringpro_cache_hits_total", {"namespace": namespace.name, "state": "fresh"}
+        )
+        or 0.0
+    )
     calls = Calls()
     await cache.get_or_compute(namespace, "m", calls)
     await cache.get_or_compute(namespace, "m", calls)
     await cache.invalidate("test_other")
-    assert sample("hiringpro_cache_misses_total", namespace) == before["hiringpro_cache_misses_total"] + 1
-    assert sample("hiringpro_cache_recomputes_total", namespace) == before["hiringpro_cache_recomputes_total"] + 1
+    assert (
+        sample("hiringpro_cache_misses_total", namespace)
+        == before["hiringpro_cache_misses_total"] + 1
+    )
+    assert (
+        sample("hiringpro_cache_recomputes_total", namespace)
+        == before["hiringpro_cache_recomputes_total"] + 1
+    )
     assert (
         sample("hiringpro_cache_invalidations_total", namespace)
         == before["hiringpro_cache_invalidations_total"] + 1

@@ -1,0 +1,85 @@
+"""uvicorn processes for the multi-process cache tests (real sockets, shared Postgres and Redis)."""
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+
+from tests.support.redis_server import free_port
+
+BACKEND_DIR = Path(__file__).resolve().parents[2]
+
+
+class UvicornProcesses:
+    """`count` uvicorn processes serving `target` (an ASGI app import path), configured by `env`."""
+
+    def __init__(
+        self, target: str, count: int, env: Mapping[str, str], *, factory: bool = False
+    ) -> None:
+        self.target = target
+        self.factory = factory
+        self.ports = [free_port() for _ in range(count)]
+        self.env = {**os.environ, **env}
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{port}" for port in self.ports]
+
+    def __enter__(self) -> "UvicornProcesses":
+        try:
+            for port in self.ports:
+                command = [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    self.target,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--log-level",
+                    "warning",
+                    "--no-access-log",
+                ]
+                if self.factory:
+                    command.append("--factory")
+                self.processes.append(
+                    subprocess.Popen(
+                        command, cwd=BACKEND_DIR, env=self.env, stdout=subprocess.DEVNULL
+                    )
+                )
+            self._wait_ready(timeout=30)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for url, process in zip(self.urls, self.processes, strict=True):
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"uvicorn on {url} exited with {process.returncode}")
+                try:
+                    if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"uvicorn on {url} did not start")
+                time.sleep(0.1)
+
+    def __exit__(self, *exc: object) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
