@@ -189,7 +189,9 @@ class RateLimitMiddleware:
         await self.app(scope, receive, self._with_headers(send, plan, decision))
 
     async def _decide(self, scope: Scope, request: DecisionRequest) -> tuple[Decision, str]:
-        redis = self._given_redis or getattr(scope["app"].state, "redis", None)
+        redis = self._given_redis
+        if redis is None:
+            redis = getattr(getattr(scope.get("app"), "state", None), "redis", None)
         if redis is None or redis.client is None:
             return self._local.decide(request, 1, now_us()), "local"
         now = now_us()

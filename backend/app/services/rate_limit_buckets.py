@@ -18,8 +18,10 @@ from redis.crc import key_slot
 from app.services.redis import RedisService
 
 # KEYS: the bucket keys of every decision, decision after decision.
-# ARGV[1]: the number of decisions D; then per decision its bucket count B, then per bucket
-#   capacity (tokens), refill (tokens per period), period (microseconds = units per token).
+# ARGV[1]: the number of decisions D. ARGV[2]: the number of bucket layouts L (a tier's buckets),
+#   then each layout: its bucket count B, then per bucket capacity (tokens), refill (tokens per
+#   period), period (microseconds = units per token); then D layout numbers (1-based), one per
+#   decision. Decisions of one tier share their layout, which keeps the call small.
 # Returns 4 integers per decision: allowed (1/0), remaining tokens, retry-after (us; 0 when
 #   allowed), reset (us until every bucket of the decision is full again).
 # One token is taken from every bucket of a decision or from none (a refusal burns nothing).
@@ -28,20 +30,29 @@ from app.services.redis import RedisService
 TOKEN_BUCKET_LUA = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local layouts = {}
+local arg = 3
+for l = 1, tonumber(ARGV[2]) do
+  local layout = {}
+  for b = 1, tonumber(ARGV[arg]) do
+    layout[b] = {tonumber(ARGV[arg + 3 * b - 2]), tonumber(ARGV[arg + 3 * b - 1]),
+                 tonumber(ARGV[arg + 3 * b])}
+  end
+  arg = arg + 1 + 3 * #layout
+  layouts[l] = layout
+end
 local out = {}
-local arg = 2
 local first_key = 1
-for _ = 1, tonumber(ARGV[1]) do
-  local count = tonumber(ARGV[arg])
-  arg = arg + 1
+for d = 1, tonumber(ARGV[1]) do
+  local layout = layouts[tonumber(ARGV[arg + d - 1])]
+  local count = #layout
   local levels, fulls, rates, units = {}, {}, {}, {}
   local allowed = 1
   local wait = 0
   for b = 1, count do
-    local unit = tonumber(ARGV[arg + 2])
-    local full = tonumber(ARGV[arg]) * unit
-    local rate = tonumber(ARGV[arg + 1])
-    arg = arg + 3
+    local unit = layout[b][3]
+    local full = layout[b][1] * unit
+    local rate = layout[b][2]
     local level = full
     local state = redis.call('HMGET', KEYS[first_key + b - 1], 'l', 't')
     if state[1] then
@@ -203,10 +214,17 @@ class RedisBuckets:
 
     async def _run(self, requests: Sequence[DecisionRequest]) -> list[Decision] | None:
         keys: list[str] = []
-        args: list[bytes] = [str(len(requests)).encode()]
+        layout_numbers: dict[int, bytes] = {}
+        layouts: list[bytes] = []
+        numbers: list[bytes] = []
         for request in requests:
             keys.extend(request.keys)
-            args.extend(request.specs.script_args)
+            number = layout_numbers.get(id(request.specs))
+            if number is None:
+                number = layout_numbers[id(request.specs)] = str(len(layout_numbers) + 1).encode()
+                layouts.extend(request.specs.script_args)
+            numbers.append(number)
+        args = [str(len(requests)).encode(), str(len(layout_numbers)).encode(), *layouts, *numbers]
         try:
             reply = await self._script(keys=keys, args=args)
         except redis.RedisError as exc:
