@@ -54,6 +54,7 @@ class GunicornServer:
         self.log_path = self.workdir / "gunicorn.log"
         self.started_file = self.workdir / "started.txt"
         self.app = app
+        self.workers = workers
         self.extra_args = extra_args
         self.env = {
             **os.environ,
@@ -76,7 +77,20 @@ class GunicornServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 60.0, attempts: int = 3) -> None:
+        """Start and wait until every worker finished its startup. A free port can be taken by
+        another process before gunicorn binds it: then try again on a new one."""
+        for attempt in range(attempts):
+            try:
+                self._start(timeout)
+                return
+            except RuntimeError:
+                if attempt == attempts - 1 or "Connection in use" not in self.log_text():
+                    raise
+                self.port = free_port()
+                self.env["GUNICORN_BIND"] = f"127.0.0.1:{self.port}"
+
+    def _start(self, timeout: float) -> None:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [str(GUNICORN), "--config", "gunicorn.conf.py", *self.extra_args, self.app],
@@ -87,6 +101,11 @@ class GunicornServer:
         )
         log.close()
         wait_for(self._healthy, timeout, "gunicorn to answer /health")
+        wait_for(
+            lambda: self.messages().count("Application startup complete.") >= self.workers,
+            timeout,
+            "every worker to finish its lifespan startup",
+        )
 
     def _healthy(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
@@ -126,6 +145,9 @@ class GunicornServer:
                 except ValueError:
                     continue
         return records
+
+    def messages(self) -> list[str]:
+        return [str(record.get("message")) for record in self.log_records()]
 
     def started_request_ids(self) -> list[str]:
         if not self.started_file.exists():

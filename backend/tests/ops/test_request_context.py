@@ -74,7 +74,7 @@ async def test_request_id_generated_when_absent_and_echoed_when_valid(
 @pytest.mark.parametrize("bad", ["has space", "x" * 129, "-leading-dash", 'quote"d', "é"])
 async def test_malformed_request_id_is_replaced(app_with: AppFactory, bad: str) -> None:
     async with app_with() as app, client_for(app) as client:
-        response = await client.get("/health", headers={"X-Request-ID": bad.encode()})
+        response = await client.get("/health", headers={b"X-Request-ID": bad.encode()})
     assert response.headers["x-request-id"] != bad
     assert re.fullmatch(r"[0-9a-f]{32}", response.headers["x-request-id"])
 

@@ -1,0 +1,295 @@
+"""The Elastic Beanstalk bundle: YAML that parses, Procfiles whose apps load, routes that exist
+where the platform will call them, timeouts that fit together, hooks that work."""
+
+import importlib
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from fastapi import FastAPI
+from starlette.routing import Match
+
+from tests.ops.gunicorn_server import GUNICORN, REPO_ROOT
+
+EBEXTENSIONS = REPO_ROOT / ".ebextensions"
+PLATFORM = REPO_ROOT / ".platform"
+TIERS = ("web", "worker")
+APP_OF_TIER = {"web": "app.main:app", "worker": "app.worker_app:app"}
+# Top-level keys EB accepts in a configuration file.
+CONFIG_KEYS = {
+    "option_settings",
+    "packages",
+    "groups",
+    "users",
+    "sources",
+    "files",
+    "commands",
+    "services",
+    "container_commands",
+    "Resources",
+    "Outputs",
+}
+
+
+def load_yaml(path: Path) -> Any:
+    with path.open(encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def config_files() -> list[Path]:
+    return sorted(EBEXTENSIONS.rglob("*.config"))
+
+
+def options(*paths: Path) -> dict[str, dict[str, Any]]:
+    """option_settings of the files, merged by namespace (later files win)."""
+    merged: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        for namespace, values in (load_yaml(path).get("option_settings") or {}).items():
+            merged.setdefault(namespace, {}).update(values)
+    return merged
+
+
+def tier_options(tier: str) -> dict[str, dict[str, Any]]:
+    """What a tier's environment gets: the shared files plus its own."""
+    shared = sorted(EBEXTENSIONS.glob("*.config"))
+    return options(*shared, *sorted((EBEXTENSIONS / tier).glob("*.config")))
+
+
+def procfile_command(tier: str) -> list[str]:
+    lines = [
+        line for line in (REPO_ROOT / f"Procfile.{tier}").read_text().splitlines() if line.strip()
+    ]
+    assert len(lines) == 1 and lines[0].startswith("web: "), "EB runs the process named web"
+    return shlex.split(lines[0].removeprefix("web: "))
+
+
+def has_route(app: FastAPI, method: str, path: str) -> bool:
+    """Whether the app's router fully matches the request (path and method)."""
+    scope = {"type": "http", "method": method, "path": path, "root_path": "", "headers": []}
+    return any(route.matches(scope)[0] is Match.FULL for route in app.routes)
+
+
+def tier_app(tier: str) -> FastAPI:
+    module_name, _, attribute = APP_OF_TIER[tier].partition(":")
+    module = importlib.import_module(module_name)
+    app: FastAPI = getattr(module, attribute)
+    return app
+
+
+def has_worker_app() -> bool:
+    return (REPO_ROOT / "backend" / "app" / "worker_app.py").exists()
+
+
+def available_tiers() -> list[str]:
+    return [tier for tier in TIERS if tier == "web" or has_worker_app()]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [*config_files(), *[p for p in [REPO_ROOT / "cron.yaml"] if p.exists()]],
+    ids=lambda path: str(path.relative_to(REPO_ROOT)),
+)
+def test_yaml_files_parse(path: Path) -> None:
+    document = load_yaml(path)
+    assert isinstance(document, dict) and document
+    if path.suffix == ".config":
+        assert set(document) <= CONFIG_KEYS
+        for namespace, values in (document.get("option_settings") or {}).items():
+            assert namespace.startswith("aws:"), namespace
+            for name, value in values.items():
+                # EB wants strings, numbers or booleans, never nested structures.
+                assert isinstance(value, str | int | float | bool), (namespace, name)
+
+
+def test_shared_settings_match_the_plan() -> None:
+    shared = options(*sorted(EBEXTENSIONS.glob("*.config")))
+    env = shared["aws:elasticbeanstalk:application:environment"]
+    assert env["ENVIRONMENT"] == "production"
+    assert env["USE_EXTERNAL_POOLER"] == "true"
+    assert env["RATE_LIMIT_ENABLED"] == "true"
+    assert env["TRUSTED_PROXY_COUNT"] == "2"  # ALB, then nginx
+    deploy = shared["aws:elasticbeanstalk:command"]
+    assert (deploy["DeploymentPolicy"], deploy["BatchSizeType"], deploy["BatchSize"]) == (
+        "Rolling",
+        "Percentage",
+        "30",
+    )
+    packages = load_yaml(EBEXTENSIONS / "01-packages.config")["packages"]["yum"]
+    assert {"python3-devel", "gcc"} <= set(packages)
+    iam = load_yaml(EBEXTENSIONS / "03-iam.config")["Resources"]["HiringProQueuePolicy"]
+    [statement] = iam["Properties"]["PolicyDocument"]["Statement"]
+    assert set(statement["Action"]) == {
+        "sqs:SendMessage",
+        "sqs:GetQueueUrl",
+        "sqs:GetQueueAttributes",
+    }
+    assert statement["Resource"]["Fn::Join"][1][-1] == ":hiring-pro-*"
+
+
+def test_web_tier_load_balancer_probes_a_real_liveness_route() -> None:
+    settings = tier_options("web")
+    process = settings["aws:elasticbeanstalk:environment:process:default"]
+    assert process["HealthCheckPath"] == "/health"
+    assert (process["HealthCheckInterval"], process["HealthCheckTimeout"]) == ("30", "5")
+    assert (process["HealthyThresholdCount"], process["UnhealthyThresholdCount"]) == ("2", "5")
+    assert has_route(tier_app("web"), "GET", process["HealthCheckPath"])
+    assert not has_route(tier_app("web"), "GET", "/no/such/route")
+    listener = settings["aws:elbv2:listener:443"]
+    assert listener["Protocol"] == "HTTPS" and listener["SSLCertificateArns"].startswith(
+        "arn:aws:acm:"
+    )
+    redirect = load_yaml(EBEXTENSIONS / "web" / "10-web-tier.config")["Resources"][
+        "AWSEBV2LoadBalancerListener"
+    ]["Properties"]
+    assert redirect["Port"] == 80
+    [action] = redirect["DefaultActions"]
+    assert action["Type"] == "redirect"
+    assert action["RedirectConfig"]["Protocol"] == "HTTPS"
+    assert action["RedirectConfig"]["StatusCode"] == "HTTP_301"
+    assert settings["aws:elasticbeanstalk:application:environment"]["HIRING_PRO_ROLE"] == "web"
+
+
+@pytest.mark.parametrize("tier", available_tiers())
+def test_procfile_command_loads_its_app(tier: str, tmp_path: Path) -> None:
+    command = procfile_command(tier)
+    assert command[0] == "gunicorn"
+    assert command[-1] == APP_OF_TIER[tier]
+    assert command[command.index("--config") + 1] == "gunicorn.conf.py"
+    # gunicorn itself parses the command and loads the app, from the bundle root as on EB.
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
+    env["DATA_DIR"] = str(tmp_path / "data")
+    result = subprocess.run(
+        [str(GUNICORN), "--check-config", *command[1:]],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    # The worker class named by gunicorn.conf.py exists.
+    from app.gunicorn_worker import UvicornWorker
+
+    assert UvicornWorker.__module__ == "app.gunicorn_worker"
+
+
+@pytest.mark.skipif(not has_worker_app(), reason="the worker app is not in the tree yet")
+def test_worker_tier_routes_and_timeouts_fit_together() -> None:
+    settings = tier_options("worker")
+    sqsd = settings["aws:elasticbeanstalk:sqsd"]
+    worker = tier_app("worker")
+    assert has_route(worker, "POST", sqsd["HttpPath"])
+    assert has_route(worker, "GET", "/health")
+    inactivity = int(sqsd["InactivityTimeout"])
+    visibility = int(sqsd["VisibilityTimeout"])
+    command = procfile_command("worker")
+    app_timeout = int(command[command.index("--timeout") + 1])
+    nginx = (PLATFORM / "nginx" / "tiers" / "worker.conf").read_text()
+    read_timeout = int(re.search(r"proxy_read_timeout\s+(\d+)s;", nginx)[1])  # type: ignore[index]
+    # The app may run up to its timeout; sqsd waits longer; nginx waits longer still (so a
+    # slow job is not cut by a 504 and run twice); the message stays hidden meanwhile.
+    assert app_timeout < inactivity < read_timeout
+    assert inactivity < visibility
+    from app.config import Settings
+
+    max_receive = getattr(Settings(), "worker_max_receive_count", None)
+    if max_receive is not None:
+        assert int(sqsd["MaxRetries"]) == max_receive
+    assert settings["aws:elasticbeanstalk:application:environment"]["HIRING_PRO_ROLE"] == "worker"
+
+
+@pytest.mark.skipif(
+    not (REPO_ROOT / "cron.yaml").exists() or not has_worker_app(),
+    reason="cron.yaml or the worker app is not in the tree yet",
+)
+def test_every_cron_task_has_a_worker_route() -> None:
+    cron = load_yaml(REPO_ROOT / "cron.yaml")
+    assert cron["version"] == 1
+    tasks = cron["cron"]
+    assert len({task["name"] for task in tasks}) == len(tasks)
+    worker = tier_app("worker")
+    for task in tasks:
+        assert has_route(worker, "POST", task["url"]), task  # sqsd POSTs cron tasks
+        assert len(task["schedule"].split()) == 5, task
+
+
+def test_web_nginx_timeout_covers_gunicorn() -> None:
+    nginx = (PLATFORM / "nginx" / "tiers" / "web.conf").read_text()
+    read_timeout = int(re.search(r"proxy_read_timeout\s+(\d+)s;", nginx)[1])  # type: ignore[index]
+    env = options(*sorted(EBEXTENSIONS.glob("*.config")))[
+        "aws:elasticbeanstalk:application:environment"
+    ]
+    assert read_timeout > int(env["GUNICORN_TIMEOUT"])
+    assert int(env["GUNICORN_GRACEFUL_TIMEOUT"]) < int(env["GUNICORN_TIMEOUT"])
+
+
+def hook_files() -> list[Path]:
+    return sorted(path for path in PLATFORM.rglob("*") if path.parent.parent.name.endswith("hooks"))
+
+
+@pytest.mark.parametrize("hook", hook_files(), ids=lambda path: str(path.relative_to(REPO_ROOT)))
+def test_hooks_are_executable_bash_without_broad_kills(hook: Path) -> None:
+    text = hook.read_text()
+    assert text.startswith("#!/bin/bash\n")
+    assert os.access(hook, os.X_OK)
+    assert subprocess.run(["bash", "-n", str(hook)], capture_output=True).returncode == 0
+    assert not re.search(r"\b(pkill|killall)\b", text)
+
+
+def test_no_broad_kills_anywhere_in_the_bundle_config() -> None:
+    for path in [*config_files(), REPO_ROOT / "Procfile.web", REPO_ROOT / "Procfile.worker"]:
+        assert not re.search(r"\b(pkill|killall)\b", path.read_text()), path
+
+
+def run_prebuild(tmp_path: Path, role: str | None) -> subprocess.CompletedProcess[str]:
+    """Run the prebuild hook in a copy of the bundle's relevant files, with a stand-in for
+    EB's get-config that knows only HIRING_PRO_ROLE."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(PLATFORM, bundle / ".platform")
+    for tier in TIERS:
+        shutil.copy(REPO_ROOT / f"Procfile.{tier}", bundle / f"Procfile.{tier}")
+    get_config = tmp_path / "get-config"
+    value = "" if role is None else role
+    get_config.write_text(f'#!/bin/bash\n[ -n "{value}" ] && echo "{value}"\n')
+    get_config.chmod(0o755)
+    return subprocess.run(
+        ["bash", ".platform/hooks/prebuild/01_select_tier.sh"],
+        cwd=bundle,
+        env={**os.environ, "EB_GET_CONFIG": str(get_config)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+@pytest.mark.parametrize("role", TIERS)
+def test_prebuild_hook_selects_the_tier(tmp_path: Path, role: str) -> None:
+    result = run_prebuild(tmp_path, role)
+    assert result.returncode == 0, result.stderr
+    bundle = tmp_path / "bundle"
+    assert (bundle / "Procfile").read_text() == (REPO_ROOT / f"Procfile.{role}").read_text()
+    installed = bundle / ".platform/nginx/conf.d/elasticbeanstalk/00_application.conf"
+    assert installed.read_text() == (PLATFORM / "nginx" / "tiers" / f"{role}.conf").read_text()
+
+
+@pytest.mark.parametrize("role", [None, "both"])
+def test_prebuild_hook_refuses_an_unknown_tier(tmp_path: Path, role: str | None) -> None:
+    result = run_prebuild(tmp_path, role)
+    assert result.returncode == 1
+    assert "HIRING_PRO_ROLE" in result.stderr
+    assert not (tmp_path / "bundle" / "Procfile").exists()
+
+
+def test_tier_files_come_in_pairs() -> None:
+    for tier in TIERS:
+        assert (REPO_ROOT / f"Procfile.{tier}").is_file()
+        assert (PLATFORM / "nginx" / "tiers" / f"{tier}.conf").is_file()
+        assert list((EBEXTENSIONS / tier).glob("*.config"))
+    # The generated file must not be committed: it would serve one tier's proxy to both.
+    assert not (PLATFORM / "nginx/conf.d/elasticbeanstalk/00_application.conf").exists()
