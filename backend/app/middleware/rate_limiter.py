@@ -117,7 +117,9 @@ class _TierPlan:
             return DecisionRequest(keys=(f"rl:{{{category}:{identity}}}",), specs=self.specs)
         keys = [f"rl:{{{category}}}:{identity}"]
         if self.tier.per_ip is not None:
-            keys.append(f"rl:{{{category}}}:ip:{ip}")
+            # Never the identity key (anonymous identities are "ip:..."): one decision must not
+            # name a key twice.
+            keys.append(f"rl:{{{category}}}:per-ip:{ip}")
         if self.tier.global_bucket is not None:
             keys.append(f"rl:{{{category}}}:global")
         return DecisionRequest(keys=tuple(keys), specs=self.specs)

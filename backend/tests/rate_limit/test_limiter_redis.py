@@ -244,8 +244,14 @@ async def test_per_ip_and_global_buckets_are_all_or_nothing(
     assert statuses(from_b) == [200, 429]
     assert statuses(others) == [200, 200, 429, 429]
     store = redis.Redis.from_url(redis_url)
-    assert store.hget("rl:{read}:global", "l") is not None
+    # An anonymous client draws from its own bucket, its IP's bucket and the global one.
+    keys = ("rl:{read}:ip:203.0.113.10", "rl:{read}:per-ip:203.0.113.10", "rl:{read}:global")
+    levels = [store.hget(key, "l") for key in keys]
     store.close()
+    hour = 3600 * 10**6  # one token, in the script's units
+    own, per_ip, shared = (int(level or -1) for level in levels)
+    assert (own, per_ip) == (3 * hour, 2 * hour)  # fresh buckets of 4 and 3, one token taken
+    assert 0 <= shared < hour  # emptied; only microseconds of refill since the last write
 
 
 async def test_shadow_tier_counts_refusals_but_never_refuses(
