@@ -147,6 +147,8 @@ class Settings(BaseSettings):
 
     # Client IP: how many proxies append to X-Forwarded-For in front of us (EB: ALB + nginx = 2).
     trusted_proxy_count: int = Field(0, ge=0)
+    # Or the proxies' networks (JSON list, e.g. ["127.0.0.1/32", "10.0.0.0/16"]); wins when set.
+    trusted_proxy_cidrs: list[str] = Field(default_factory=list)
 
     aws_region: str = "us-east-1"
     aws_endpoint_url: str | None = None

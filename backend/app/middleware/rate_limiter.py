@@ -9,16 +9,17 @@ Redis modes: no REDIS_URL -> in-process buckets at the full limit (a single dev 
 configured but down -> in-process buckets at 1/RATE_LIMIT_EXPECTED_PROCESSES of each tier until
 the RedisService back-off ends, then back to Redis by itself.
 
-Client IP: X-Forwarded-For read right to left through TRUSTED_PROXY_COUNT hops, because every
-proxy appends the address it saw and only the right-most entries were written by our own proxies.
-On Elastic Beanstalk the ALB appends the client and the on-instance nginx appends the ALB: 2 hops.
+Client IP: X-Forwarded-For read right to left through TRUSTED_PROXY_COUNT hops (or past the
+TRUSTED_PROXY_CIDRS networks), because every proxy appends the address it saw and only the
+right-most entries were written by our own proxies. On Elastic Beanstalk the ALB appends the
+client and the on-instance nginx appends the ALB: 2 hops.
 """
 
 import functools
 import ipaddress
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from prometheus_client import Counter
 from starlette.responses import Response
@@ -53,40 +54,78 @@ _TOKEN_CACHE_MAX = 10_000
 _BEARER = b"bearer "
 
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
 @functools.lru_cache(maxsize=65_536)
-def client_key(address: str) -> str | None:
-    """The rate-limit key for an address: the IPv4 address, or the IPv6 /64; None if invalid."""
+def parse_address(address: str) -> IPAddress | None:
+    """An address from a header or socket ("v4", "v4:port", "v6", "[v6]:port"); None if invalid."""
     text = address.strip()
-    if text.startswith("["):  # "[v6]:port"
+    if text.startswith("["):
         text = text[1 : text.find("]")]
-    elif text.count(":") == 1:  # "v4:port"
+    elif text.count(":") == 1:
         text = text.split(":", 1)[0]
     try:
         ip = ipaddress.ip_address(text)
     except ValueError:
         return None
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+@functools.lru_cache(maxsize=65_536)
+def client_key(address: str) -> str | None:
+    """The rate-limit key for an address: the IPv4 address, or the IPv6 /64; None if invalid."""
+    ip = parse_address(address)
+    if ip is None:
+        return None
+    if ip.version == 6:
         return f"{ipaddress.IPv6Network((ip, 64), strict=False).network_address}/64"
     return str(ip)
 
 
-def client_ip(peer: str | None, forwarded_for: str | None, trusted_hops: int) -> str:
-    """The client address: the entry `trusted_hops` from the right of X-Forwarded-For.
+class ClientIP:
+    """The client address of a request, from its socket peer and X-Forwarded-For.
 
-    Entries left of it were written by the client and are ignored. A header shorter than the
-    configured chain yields its left-most entry (the farthest any proxy of ours vouched for).
+    Every proxy appends the address it saw, so only the right-most entries were written by our
+    own proxies. With trusted CIDRs (like uvicorn's forwarded_allow_ips) the header is believed
+    only from a trusted peer, and the client is the right-most entry outside those networks.
+    Otherwise the client is the entry `trusted_hops` from the right; a header shorter than that
+    yields its left-most entry (the farthest any proxy of ours vouched for).
     """
-    if trusted_hops and forwarded_for:
-        entries = [entry for entry in forwarded_for.split(",") if entry.strip()]
-        if entries:
-            key = client_key(entries[-trusted_hops] if len(entries) >= trusted_hops else entries[0])
+
+    def __init__(self, trusted_hops: int, trusted_networks: Sequence[str] = ()) -> None:
+        self._hops = trusted_hops
+        self._networks = tuple(ipaddress.ip_network(net, strict=False) for net in trusted_networks)
+        self._trusted = functools.lru_cache(maxsize=4096)(self._is_trusted)
+
+    def __call__(self, peer: str | None, forwarded_for: str | None) -> str:
+        if forwarded_for and (self._hops or self._networks):
+            entries = [entry for entry in forwarded_for.split(",") if entry.strip()]
+            chosen = self._choose(peer, entries) if entries else None
+            key = client_key(chosen) if chosen is not None else None
             if key is not None:
                 return key
-    if peer is not None:
-        return client_key(peer) or peer
-    return "unknown"
+        if peer is not None:
+            return client_key(peer) or peer
+        return "unknown"
+
+    def _choose(self, peer: str | None, entries: list[str]) -> str | None:
+        if self._networks:
+            if peer is None or not self._trusted(peer):
+                return None
+            for entry in reversed(entries):
+                if not self._trusted(entry):
+                    return entry
+            return entries[0]
+        return entries[-self._hops] if len(entries) >= self._hops else entries[0]
+
+    def _is_trusted(self, address: str) -> bool:
+        ip = parse_address(address)
+        return ip is not None and any(
+            ip.version == net.version and ip in net for net in self._networks
+        )
 
 
 class _TierPlan:
@@ -143,7 +182,7 @@ class RateLimitMiddleware:
             exempt_paths=settings.rate_limit_exempt_paths,
         )
         self._plans = {name: _TierPlan(name, tier) for name, tier in self._rules.tiers.items()}
-        self._trusted_hops = settings.trusted_proxy_count
+        self._client_ip = ClientIP(settings.trusted_proxy_count, settings.trusted_proxy_cidrs)
         self._share = settings.rate_limit_expected_processes
         self._given_redis = redis
         self._redis_buckets: RedisBuckets | None = None
@@ -171,10 +210,9 @@ class RateLimitMiddleware:
             elif name == b"x-forwarded-for":
                 forwarded.append(value)
         peer = scope.get("client")
-        ip = client_ip(
+        ip = self._client_ip(
             peer[0] if peer else None,
             b",".join(forwarded).decode("latin-1") if forwarded else None,
-            self._trusted_hops,
         )
         user = self._verified_user(authorization) if authorization else None
         request = plan.request(user or f"ip:{ip}", ip)

@@ -177,11 +177,16 @@ async def test_forged_tokens_are_limited_as_their_ip(redis_url: str, tmp_path: P
     store.close()
 
 
+@pytest.mark.parametrize(
+    "proxies",
+    [{"trusted_proxy_count": 1}, {"trusted_proxy_cidrs": ["198.51.100.0/24"]}],
+    ids=["hop-count", "cidrs"],
+)
 async def test_forwarded_for_spoofing_does_not_escape_the_ip_limit(
-    redis_url: str, tmp_path: Path
+    redis_url: str, tmp_path: Path, proxies: dict[str, object]
 ) -> None:
     settings = limiter_settings(
-        tmp_path, redis_url=redis_url, trusted_proxy_count=1, tiers={"read": no_refill(20)}
+        tmp_path, redis_url=redis_url, tiers={"read": no_refill(20)}, **proxies
     )
     rng = random.Random(11)
     async with running_app(settings) as (_, client):

@@ -3,7 +3,7 @@
 import pytest
 
 from app.config import Settings
-from app.middleware.rate_limiter import client_ip, client_key
+from app.middleware.rate_limiter import ClientIP, client_key
 from app.services.rate_limit_rules import (
     DEFAULT_EXACT_PATHS,
     DEFAULT_EXEMPT_PATHS,
@@ -141,4 +141,21 @@ def test_client_key(address: str, key: str | None) -> None:
 def test_client_ip_reads_forwarded_for_from_the_right(
     forwarded: str | None, hops: int, expected: str
 ) -> None:
-    assert client_ip("10.0.0.1", forwarded, hops) == expected
+    assert ClientIP(hops)("10.0.0.1", forwarded) == expected
+
+
+EB_NETWORKS = ["127.0.0.1/32", "172.31.0.0/16"]  # nginx on the instance, the ALB in the VPC
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "expected"),
+    [
+        ("127.0.0.1", "6.6.6.6, 203.0.113.5, 172.31.4.4", "203.0.113.5"),
+        ("127.0.0.1", "203.0.113.5, 172.31.4.4", "203.0.113.5"),
+        ("127.0.0.1", "172.31.9.9, 172.31.4.4", "172.31.9.9"),  # all trusted: the left-most
+        ("198.51.100.3", "6.6.6.6", "198.51.100.3"),  # untrusted peer: its header is ignored
+        ("127.0.0.1", "2001:db8:9:9::5, 172.31.4.4", "2001:db8:9:9::/64"),
+    ],
+)
+def test_client_ip_with_trusted_networks(peer: str, forwarded: str, expected: str) -> None:
+    assert ClientIP(0, EB_NETWORKS)(peer, forwarded) == expected
