@@ -92,7 +92,7 @@ def wrk(port: int, seconds: int, script: Path) -> tuple[float, float, float, int
     )
 
 
-def script_calls(store: "redis.Redis[bytes]") -> int:
+def script_calls(store: redis.Redis) -> int:
     """EVAL/EVALSHA calls so far: the round trips of script-based limiters."""
     stats = store.info("commandstats")
     names = ("cmdstat_evalsha", "cmdstat_eval")

@@ -103,8 +103,11 @@ class RedisSentinelSetup:
 
     @property
     def url(self) -> str:
-        """REDIS_URL for sentinel mode (only db and credentials are read from it)."""
-        return "redis://127.0.0.1/0"
+        """REDIS_URL for sentinel mode (only db and credentials are read from it).
+
+        Its host resolves nowhere, so a client that ignored the sentinels would fail loudly.
+        """
+        return "redis://sentinel-managed.invalid/0"
 
     def start(self, timeout: float = 20.0) -> None:
         self.master.start()
