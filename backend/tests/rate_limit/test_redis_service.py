@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 import redis
+import redis.asyncio
+from redis._parsers import _AsyncHiredisParser
 
 from app.config import Settings
 from app.services.redis import RedisService
@@ -65,12 +67,30 @@ async def test_down_and_up_are_logged_once_each(
     assert messages.count("Redis available again") == 1
 
 
-async def test_connections_carry_the_client_name(redis_url: str) -> None:
-    service = RedisService(Settings(redis_url=redis_url), client_name="hiring-pro-test-role")
+async def test_client_is_built_from_settings(redis_url: str) -> None:
+    settings = Settings(
+        redis_url=redis_url,
+        redis_pool_size=7,
+        redis_socket_timeout_seconds=0.3,
+        redis_connect_timeout_seconds=0.2,
+        redis_health_check_interval_seconds=15,
+    )
+    service = RedisService(settings, client_name="hiring-pro-test-role")
     await service.start()
     try:
-        assert service.available
-        names = [entry["name"] for entry in await service.client.client_list()]  # type: ignore[union-attr]
+        assert isinstance(service.client, redis.asyncio.Redis)
+        pool = service.client.connection_pool
+        assert isinstance(pool, redis.asyncio.BlockingConnectionPool)
+        assert pool.max_connections == 7
+        options = pool.connection_kwargs
+        assert (options["socket_timeout"], options["socket_connect_timeout"]) == (0.3, 0.2)
+        assert options["health_check_interval"] == 15
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            assert isinstance(connection._parser, _AsyncHiredisParser)
+        finally:
+            await pool.release(connection)
+        names = [entry["name"] for entry in await service.client.client_list()]
         assert "hiring-pro-test-role" in names
     finally:
         await service.close()
