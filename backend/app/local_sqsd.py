@@ -30,7 +30,6 @@ import aioboto3
 import httpx
 import yaml
 from aiobotocore.config import AioConfig
-from botocore.exceptions import BotoCoreError, ClientError
 from croniter import croniter
 
 from app.config import get_settings
@@ -106,13 +105,19 @@ def _iso_from_millis(value: str | None) -> str | None:
 class LocalSqsd:
     """The daemon: a receive loop, a bounded set of deliveries, and the cron leader loop."""
 
-    def __init__(self, config: SqsdConfig) -> None:
+    def __init__(
+        self, config: SqsdConfig, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        """``transport`` replaces the HTTP connection to the worker (e.g. an ASGI app)."""
         self.config = config
+        self._transport = transport
         self.queue_name = config.queue_url.rstrip("/").rsplit("/", 1)[-1]
         self._stack = AsyncExitStack()
         self._sqs: Any = None
         self._http: httpx.AsyncClient | None = None
-        self._deliveries: set[asyncio.Task[None]] = set()
+        self._deliveries: set[asyncio.Task[bool]] = set()
+        # Receipt handles of messages the worker acknowledged, deleted in batches.
+        self._acknowledged: asyncio.Queue[str] = asyncio.Queue()
 
     async def __aenter__(self) -> "LocalSqsd":
         session = aioboto3.Session(region_name=self.config.region)
@@ -128,7 +133,10 @@ class LocalSqsd:
         self._http = await self._stack.enter_async_context(
             httpx.AsyncClient(
                 base_url=self.config.worker_url,
-                limits=httpx.Limits(max_connections=self.config.concurrency),
+                transport=self._transport,
+                # Idle connections are dropped before the server's keep-alive (uvicorn: 5 s)
+                # closes them, so a POST never goes out on a connection being closed.
+                limits=httpx.Limits(max_connections=self.config.concurrency, keepalive_expiry=2.0),
                 timeout=httpx.Timeout(self.config.inactivity_timeout, connect=5.0),
             )
         )
@@ -139,6 +147,7 @@ class LocalSqsd:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver messages (and fire cron tasks, if any) until ``stop`` is set."""
+        deleter = asyncio.create_task(self._delete_loop())
         loops = [asyncio.create_task(self._receive_loop(stop))]
         if self.config.cron:
             loops.append(asyncio.create_task(self._cron_loop(stop)))
@@ -146,10 +155,13 @@ class LocalSqsd:
         for loop in loops:
             loop.cancel()
         await asyncio.gather(*loops, return_exceptions=True)
-        # In-flight deliveries finish (bounded by the inactivity timeout) so none is cut off
-        # between the worker's 200 and the delete.
+        # In-flight deliveries finish (bounded by the inactivity timeout) and their deletes are
+        # sent, so no acknowledged message comes back after a clean stop.
         if self._deliveries:
             await asyncio.wait(set(self._deliveries))
+        await self._acknowledged.join()
+        deleter.cancel()
+        await asyncio.gather(deleter, return_exceptions=True)
 
     async def _receive_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -166,7 +178,8 @@ class LocalSqsd:
                     MessageSystemAttributeNames=["All"],
                     MessageAttributeNames=["All"],
                 )
-            except (BotoCoreError, ClientError):
+            except Exception:
+                # SQS or connection trouble: keep polling (EB's daemon does the same).
                 logger.exception("receive from %s failed; retrying in 1 s", self.queue_name)
                 await asyncio.sleep(1.0)
                 continue
@@ -225,19 +238,42 @@ class LocalSqsd:
             done = False
         try:
             if done:
-                await self._sqs.delete_message(
-                    QueueUrl=self.config.queue_url, ReceiptHandle=message["ReceiptHandle"]
-                )
+                self._acknowledged.put_nowait(message["ReceiptHandle"])
             else:
                 await self._sqs.change_message_visibility(
                     QueueUrl=self.config.queue_url,
                     ReceiptHandle=message["ReceiptHandle"],
                     VisibilityTimeout=self.config.error_visibility_timeout,
                 )
-        except (BotoCoreError, ClientError):
-            # The message comes back after its visibility timeout; handlers are idempotent.
-            logger.exception("could not settle message %s", message["MessageId"])
+        except Exception:
+            # The message comes back after its visibility timeout instead.
+            logger.exception("could not release message %s", message["MessageId"])
         return done
+
+    async def _delete_loop(self) -> None:
+        """Delete acknowledged messages, up to 10 per request (whatever is waiting: no delay)."""
+        while True:
+            handles = [await self._acknowledged.get()]
+            while len(handles) < 10 and not self._acknowledged.empty():
+                handles.append(self._acknowledged.get_nowait())
+            try:
+                response = await self._sqs.delete_message_batch(
+                    QueueUrl=self.config.queue_url,
+                    Entries=[
+                        {"Id": str(index), "ReceiptHandle": handle}
+                        for index, handle in enumerate(handles)
+                    ],
+                )
+                if response.get("Failed"):
+                    logger.warning("%d deletes failed", len(response["Failed"]))
+            except Exception:
+                # Whatever went wrong (SQS or the connection), the loop must survive it:
+                # undeleted messages come back after their visibility timeout, and handlers
+                # are idempotent, so the cost is a duplicate delivery.
+                logger.exception("could not delete %d messages", len(handles))
+            finally:
+                for _ in handles:
+                    self._acknowledged.task_done()
 
     async def fire(self, task: CronTask, scheduled_at: datetime) -> None:
         """Queue one run of a cron task (what EB's leader does at the scheduled time)."""
@@ -269,7 +305,7 @@ class LocalSqsd:
                 continue
             try:
                 await self.fire(tasks[name], upcoming[name])
-            except (BotoCoreError, ClientError):
+            except Exception:
                 logger.exception("could not queue cron task %s; retrying", name)
                 await asyncio.sleep(5.0)
                 continue

@@ -103,7 +103,7 @@ class SQSClient:
         config = AioConfig(
             connect_timeout=min(3.0, settings.sqs_timeout_seconds),
             read_timeout=settings.sqs_timeout_seconds,
-            retries={"max_attempts": settings.sqs_max_attempts, "mode": "standard"},
+            retries={"total_max_attempts": settings.sqs_max_attempts, "mode": "standard"},
             max_pool_connections=settings.http_max_connections,
         )
         session = aioboto3.Session(region_name=settings.aws_region)

@@ -7,13 +7,16 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import boto3
 import httpx
+from aiohttp import web
 
 from tests.support.moto_server import CREDENTIALS
 from tests.support.redis_server import free_port
@@ -179,3 +182,62 @@ def wait_http(url: str, process: ManagedProcess, timeout: float = 60.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{url} did not come up:\n{process.log()[-3000:]}")
         time.sleep(0.1)
+
+
+class FaultyProxy:
+    """An HTTP proxy in front of the SQS server that counts requests by action and fails chosen
+    actions a set number of times (throttling, 5xx), as AWS does now and then."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.calls: Counter[str] = Counter()
+        self._faults: dict[str, list[tuple[int, str]]] = {}
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self.url = ""
+
+    def fail(self, action: str, status: int, code: str, times: int) -> None:
+        """Answer the next ``times`` requests for ``action`` with ``status`` and error ``code``."""
+        self._faults.setdefault(action, []).extend([(status, code)] * times)
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession()
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        port = free_port()
+        await web.TCPSite(self._runner, "127.0.0.1", port).start()
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        action = request.headers.get("X-Amz-Target", "").rsplit(".", 1)[-1]
+        self.calls[action] += 1
+        faults = self._faults.get(action)
+        if faults:
+            status, code = faults.pop(0)
+            body = json.dumps({"__type": code, "message": "injected fault"})
+            return web.Response(status=status, text=body, content_type="application/x-amz-json-1.0")
+        assert self._session is not None
+        headers = {
+            name: value
+            for name, value in request.headers.items()
+            if name.lower() not in ("host", "content-length", "transfer-encoding")
+        }
+        async with self._session.request(
+            request.method,
+            self.upstream + request.path_qs,
+            data=await request.read(),
+            headers=headers,
+        ) as response:
+            return web.Response(
+                status=response.status,
+                body=await response.read(),
+                content_type=response.content_type,
+            )
