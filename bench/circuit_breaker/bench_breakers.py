@@ -137,7 +137,7 @@ async def overhead(redis_url: str) -> list[tuple[str, float, str]]:
 # --- failure storm across processes --------------------------------------------------------------
 
 
-def _storm_process(redis_url: str, start_at: float, queue: Any) -> None:
+def _storm_process(redis_url: str, ready: Any, start: Any, queue: Any) -> None:
     async def run() -> dict[str, float]:
         service = RedisService(Settings(redis_url=redis_url))
         await service.start()
@@ -161,7 +161,8 @@ def _storm_process(redis_url: str, start_at: float, queue: Any) -> None:
                     continue
 
         await breaker.refresh()  # connected and synchronised before the start signal
-        await asyncio.sleep(max(start_at - time.time(), 0))
+        ready.put(True)
+        await asyncio.get_running_loop().run_in_executor(None, start.wait)
         started = time.perf_counter()
         await asyncio.gather(*(caller() for _ in range(50)))
         elapsed = time.perf_counter() - started
@@ -174,14 +175,16 @@ def _storm_process(redis_url: str, start_at: float, queue: Any) -> None:
 
 def storm(redis_url: str, processes: int = 4) -> list[dict[str, float]]:
     context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    start_at = time.time() + 3.0
+    queue, ready, start = context.Queue(), context.Queue(), context.Event()
     workers = [
-        context.Process(target=_storm_process, args=(redis_url, start_at, queue))
+        context.Process(target=_storm_process, args=(redis_url, ready, start, queue))
         for _ in range(processes)
     ]
     for worker in workers:
         worker.start()
+    for _ in workers:
+        ready.get(timeout=60)
+    start.set()  # every process is connected and sees CLOSED: the storm starts together
     results = [queue.get(timeout=60) for _ in workers]
     for worker in workers:
         worker.join(10)

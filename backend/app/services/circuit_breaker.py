@@ -592,6 +592,8 @@ class CircuitBreaker:
         self._slow = 0
         self._trailing = 0
         self._had_success = False
+        # Consecutive failures seen here and not yet answered by a shared decision.
+        self._streak = 0
         self._hold = 0.0
         self._flush_task: asyncio.Task[None] | None = None
         self._flush_again = False
@@ -617,6 +619,8 @@ class CircuitBreaker:
         if now >= self._next_sync:
             self._next_sync = now + self.config.sync_interval
             self._schedule_flush()
+        if self._streak >= self.config.failure_threshold:
+            await self._await_decision()
         if self._state is not State.CLOSED and self._state is not State.DISABLED:
             try:
                 permit = await self._admit(now)
@@ -691,7 +695,7 @@ class CircuitBreaker:
             return
         self._calls += 1
         self._slow += self._is_slow(started)
-        self._trailing = 0
+        self._trailing = self._streak = 0
         self._had_success = True
         if self._calls >= self.config.batch_size:
             self._schedule_flush()
@@ -710,6 +714,7 @@ class CircuitBreaker:
             self._failures += 1
             self._slow += self._is_slow(started)
             self._trailing += 1
+            self._streak += 1
             self._hold = max(self._hold, self.config.retry_after_of(exc) or 0.0)
             self._schedule_flush()
         return True
@@ -738,6 +743,13 @@ class CircuitBreaker:
             raise
         await self._run_release(permit, "failure" if self._is_slow(started) else "success", 0.0)
         return result
+
+    async def _await_decision(self) -> None:
+        """This process alone saw enough failures in a row to open the breaker: rather than send
+        more calls to a failing upstream, wait the one round trip for the fleet's decision."""
+        task = self._flush_task
+        if task is not None and not task.done():
+            await asyncio.shield(task)
 
     def _is_slow(self, started: float) -> bool:
         limit = self.config.slow_call_duration
@@ -857,6 +869,8 @@ class CircuitBreaker:
         now = time.monotonic()
         if snap.state is not self._state:
             STATE.labels(self.name).set(_STATE_VALUES[snap.state])
+        if snap.moved is not None or snap.state is not State.CLOSED:
+            self._streak = 0
         if snap.generation != self._generation and self._generation != -1:
             # Counts gathered under another generation no longer describe this state.
             self._calls = self._failures = self._slow = self._trailing = 0

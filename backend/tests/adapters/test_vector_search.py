@@ -105,4 +105,4 @@ async def test_pinecone_outage_opens_the_breaker(
             except UpstreamUnavailable:
                 continue
     assert error.value.name == "pinecone"
-    assert upstream.calls() < 10
+    assert upstream.calls() == 5  # one timeout and four 503s: the failure threshold

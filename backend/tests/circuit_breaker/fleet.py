@@ -3,7 +3,8 @@
 Each worker calls the fake upstream through ``call_upstream`` (the adapters' path) and answers
 commands: ``burst n`` (n concurrent calls), ``seq n`` (n calls one after another), ``spawn``
 (start one call and return at once), ``view`` (the state this process sees, no I/O),
-``refresh`` (read the shared state), ``pending`` (spawned calls still running).
+``refresh`` (read the shared state), ``pending`` (spawned calls still running), ``retry_after``
+(seconds this process still fails fast, no I/O).
 """
 
 import asyncio
@@ -69,6 +70,8 @@ async def _serve(
                 task.add_done_callback(spawned.discard)
             elif command == "view":
                 result = breaker.state.value
+            elif command == "retry_after":
+                result = breaker.describe()["retry_after"]
             elif command == "refresh":
                 result = (await breaker.refresh()).value
             elif command == "pending":
