@@ -51,6 +51,14 @@ class VectorIndex(Protocol):
     async def delete_candidate(self, candidate_id: int) -> None: ...
 
 
+def _score(probe: list[float], vectors: list[tuple[int, list[float]]]) -> list[tuple[int, float]]:
+    # Vectors are unit length: the dot product is the cosine similarity.
+    return [
+        (candidate_id, sum(a * b for a, b in zip(probe, vector, strict=True)))
+        for candidate_id, vector in vectors
+    ]
+
+
 class LocalVectorIndex:
     """Exact cosine search in process memory (one process's view; rebuilt by re-indexing)."""
 
@@ -69,12 +77,13 @@ class LocalVectorIndex:
         if top_k <= 0 or not self._vectors:
             return []
         probe = embed(text, self._dimension)
-        # Scoring is CPU-bound: keep the event loop free for large indexes.
-        scores = (
-            await asyncio.to_thread(self._score, probe)
-            if len(self._vectors) > 5000
-            else (self._score(probe))
-        )
+        # A snapshot: upserts may run while a large index is scored in a thread.
+        vectors = list(self._vectors.items())
+        if len(vectors) > 5000:
+            # Scoring is CPU-bound: keep the event loop free for large indexes.
+            scores = await asyncio.to_thread(_score, probe, vectors)
+        else:
+            scores = _score(probe, vectors)
         scores.sort(key=lambda item: (-item[1], item[0]))
         return scores[:top_k]
 
@@ -82,12 +91,6 @@ class LocalVectorIndex:
         """Forget the candidate (no error if unknown)."""
         self._vectors.pop(candidate_id, None)
         self._metadata.pop(candidate_id, None)
-
-    def _score(self, probe: list[float]) -> list[tuple[int, float]]:
-        return [
-            (candidate_id, sum(a * b for a, b in zip(probe, vector, strict=True)))
-            for candidate_id, vector in self._vectors.items()
-        ]
 
 
 class PineconeIndex:
