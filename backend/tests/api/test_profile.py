@@ -65,7 +65,8 @@ async def test_resume_upload_accepts_pdf_docx_txt(client: httpx.AsyncClient) -> 
         assert response.status_code == 202, response.text
         assert response.json()["filename"] == name
         status = (await client.get("/api/profile/resume-status", headers=auth(token))).json()
-        assert status["filename"] == name and status["status"] in {"uploaded", "queued"}
+        # The in-process queue may already be working on it; parsing is tested in tests/worker.
+        assert status["filename"] == name and status["status"] in {"queued", "processing", "parsed", "failed"}
 
 
 async def test_resume_upload_rejects_mismatched_or_unknown_types(client: httpx.AsyncClient) -> None:
