@@ -10,11 +10,12 @@ instead of closed, and nothing is logged.
 
 This subclass sets `timeout_graceful_shutdown` to gunicorn's graceful_timeout minus a budget for
 the lifespan shutdown, so uvicorn cancels what is still running in time to close resources
-before the master's SIGKILL. It also tells the app that draining began (readiness turns 503)
-as soon as uvicorn starts its shutdown, not only when the lifespan shutdown event arrives.
-Signals stay uvicorn's: nothing here installs a handler.
+before the master's SIGKILL. Its server also tells the app that draining began (readiness turns
+503) as soon as shutdown starts, and does not drop connections accepted just before it (see
+_DrainingServer). Signals stay uvicorn's: nothing here installs a handler.
 """
 
+import asyncio
 import socket
 import sys
 from typing import Any
@@ -27,6 +28,8 @@ from app.middleware.shutdown import DrainState
 
 # Seconds kept for the lifespan shutdown (closing Redis, the queue client and the engine).
 LIFESPAN_SHUTDOWN_BUDGET = 5.0
+# Seconds a just-accepted connection gets to send its request once shutdown begins.
+FIRST_REQUEST_GRACE = 1.0
 
 
 def graceful_shutdown_timeout(graceful_timeout: float) -> float:
@@ -35,14 +38,41 @@ def graceful_shutdown_timeout(graceful_timeout: float) -> float:
 
 
 class _DrainingServer(Server):
-    """uvicorn's Server, marking the app as draining before it stops accepting."""
+    """uvicorn's Server with a drain that loses no accepted connection.
+
+    uvicorn's shutdown closes every connection that has no request in progress, including
+    one accepted a moment ago whose request has not been read yet: that client sees its
+    connection reset although no response was ever refused (seen under load during a HUP).
+    This server first stops accepting, marks the app as draining, and gives such fresh
+    connections a short grace to deliver their request, which then completes normally
+    (with `Connection: close`); idle keep-alive connections are closed by uvicorn as before.
+    """
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        # config.app is the app object gunicorn loaded (create_app puts its DrainState on state).
+        # config.app is the app object gunicorn loaded (create_app puts its DrainState there).
         drain = getattr(getattr(self.config.app, "state", None), "drain", None)
         if isinstance(drain, DrainState):
             drain.start()
+        for server in self.servers:
+            server.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + FIRST_REQUEST_GRACE
+        # Polled like uvicorn's own drain: its protocols expose no event for "request read".
+        while loop.time() < deadline and any(  # noqa: ASYNC110
+            _awaiting_first_request(connection) for connection in self.server_state.connections
+        ):
+            await asyncio.sleep(0.01)
         await super().shutdown(sockets=sockets)
+
+
+def _awaiting_first_request(connection: object) -> bool:
+    """Accepted, open, and no request read yet (uvicorn's h11/httptools protocols)."""
+    transport = getattr(connection, "transport", None)
+    return (
+        getattr(connection, "cycle", False) is None
+        and transport is not None
+        and not transport.is_closing()
+    )
 
 
 class UvicornWorker(StockUvicornWorker):  # type: ignore[misc]

@@ -47,7 +47,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         # Readiness turns 503 and new requests are refused; running ones keep their resources.
-        app.state.drain.start()
+        app.state.drain.refuse_new()
         await app.state.drain.wait_idle(settings.shutdown_drain_timeout_seconds)
         # Local jobs use the resources closed below; SQS: closes the client.
         await app.state.jobs.close()

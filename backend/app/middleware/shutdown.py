@@ -1,15 +1,16 @@
 """Graceful shutdown without signal handlers of our own: drain state and a pure ASGI middleware.
 
-The server owns SIGTERM (uvicorn, or gunicorn's worker). Shutdown reaches the app two ways:
-app.gunicorn_worker calls `DrainState.start()` the moment uvicorn begins its graceful shutdown,
-and the lifespan calls it when the shutdown event arrives (any server). From then on:
+The server owns SIGTERM (uvicorn, or gunicorn's worker). Shutdown reaches the app in two steps:
 
-* /health/ready answers 503 (`draining`), so nothing routes new work here;
-* new requests are refused with 503 in the shared error shape and `Connection: close`, so
-  clients and proxies reconnect elsewhere instead of reusing this connection;
-* requests already running finish; their responses carry `Connection: close`;
-* the lifespan waits (bounded) for `in_flight` to reach zero before closing Redis, the queue
-  client and the engine, so no running request loses its resources.
+1. Draining (`DrainState.start()`; app.gunicorn_worker calls it the moment uvicorn begins its
+   graceful shutdown and stops accepting connections): /health/ready answers 503 (`draining`)
+   so nothing routes new work here, and every response carries `Connection: close`. Requests
+   that already reached the process are still served: the client sent them before we stopped
+   accepting, and refusing them would turn a clean restart into client errors.
+2. Closing (`DrainState.refuse_new()`; the lifespan calls it when the shutdown event arrives,
+   with any server): requests that still arrive are refused with 503 in the shared error shape
+   and `Connection: close`; the lifespan waits (bounded) for running requests to finish before
+   it closes Redis, the queue client and the engine, so no running request loses them.
 """
 
 import asyncio
@@ -31,15 +32,23 @@ class DrainState:
 
     def __init__(self) -> None:
         self.draining = False
+        self.refusing = False
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
 
     def start(self) -> None:
-        """Stop taking new work (idempotent)."""
+        """Readiness turns 503 and connections close after their response (idempotent)."""
         if not self.draining:
             self.draining = True
-            logger.info("Draining: refusing new requests, %d in flight", self.in_flight)
+            logger.info("Draining: %d request(s) in flight", self.in_flight)
+
+    def refuse_new(self) -> None:
+        """Also refuse requests that arrive from now on (resources are about to close)."""
+        self.start()
+        if not self.refusing:
+            self.refusing = True
+            logger.info("Refusing new requests: %d request(s) in flight", self.in_flight)
 
     def enter(self) -> None:
         self.in_flight += 1
@@ -62,7 +71,8 @@ class DrainState:
 
 
 class ShutdownMiddleware:
-    """Counts running HTTP requests and refuses new ones while the process drains."""
+    """Counts running HTTP requests, closes connections while draining, refuses new requests
+    once the process is closing."""
 
     def __init__(self, app: ASGIApp, *, drain: DrainState) -> None:
         self.app = app
@@ -73,7 +83,7 @@ class ShutdownMiddleware:
             await self.app(scope, receive, send)
             return
         drain = self.drain
-        if drain.draining and not scope["path"].startswith(_PROBE_PREFIX):
+        if drain.refusing and not scope["path"].startswith(_PROBE_PREFIX):
             response = error_response(
                 503,
                 "shutting_down",

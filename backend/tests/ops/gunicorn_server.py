@@ -53,6 +53,7 @@ class GunicornServer:
         self.metrics_dir = self.workdir / "metrics"
         self.log_path = self.workdir / "gunicorn.log"
         self.started_file = self.workdir / "started.txt"
+        self.release_file = self.workdir / "release"
         self.app = app
         self.workers = workers
         self.extra_args = extra_args
@@ -68,6 +69,7 @@ class GunicornServer:
             "RATE_LIMIT_ENABLED": "false",
             "DATA_DIR": str(self.workdir / "data"),
             "OPS_TEST_STARTED_FILE": str(self.started_file),
+            "OPS_TEST_RELEASE_FILE": str(self.release_file),
             **(env or {}),
         }
         self.env.pop("REDIS_URL", None)

@@ -106,15 +106,17 @@ def test_metrics_aggregate_all_workers_and_forget_dead_ones(gunicorn: GunicornSe
     # Block one worker's event loop; while it is blocked only the other one accepts.
     blocker = threading.Thread(
         target=lambda: blocked.append(
-            httpx.get(f"{url}/ops-test/block?seconds=3", timeout=30).json()["pid"]
+            httpx.get(
+                f"{url}/ops-test/block", headers={"X-Request-ID": "blocker"}, timeout=90
+            ).json()["pid"]
         )
     )
     blocker.start()
-    wait_for(
-        lambda: sample(gunicorn.metrics(), "hiringpro_http_requests_in_progress") == 2,
-        what="the blocking request to be running (it plus this scrape)",
-    )
+    wait_for(lambda: "blocker" in gunicorn.started_request_ids(), what="the worker to block")
+    # Live gauges add up across processes: the blocked request and this scrape.
+    assert sample(gunicorn.metrics(), "hiringpro_http_requests_in_progress") == 2
     served = {httpx.get(f"{url}/ops-test/pid", timeout=10).json()["pid"] for _ in range(20)}
+    gunicorn.release_file.touch()
     blocker.join()
     assert len(served) == 1
     assert blocked[0] not in served  # two different processes counted the requests below
@@ -169,26 +171,35 @@ def test_sigterm_under_load_loses_no_in_flight_request(gunicorn: GunicornServer)
 
 
 def test_hup_rolling_restart_under_load_returns_no_errors(gunicorn: GunicornServer) -> None:
-    old_workers = wait_for(lambda: booted_workers(gunicorn), what="workers to boot")
-    load = Load(gunicorn.url, "/ops-test/slow?seconds=0.2")
+    """Two rolling restarts while clients keep connecting: every request gets its 200. (The
+    stock worker drops connections accepted just before its shutdown: a few resets per
+    restart under this load.)"""
+    load = Load(gunicorn.url, "/ops-test/slow?seconds=0.05", threads=8)
     load.start()
     try:
-        wait_for(lambda: load.completed() >= 20, what="steady load")
-        gunicorn.signal(signal.SIGHUP)
-        wait_for(lambda: len(booted_workers(gunicorn)) >= 4, what="new workers to boot")
-        wait_for(
-            lambda: all(process_gone(pid) for pid in old_workers),
-            what="old workers to finish draining",
-        )
-        after_restart = load.completed()
-        wait_for(lambda: load.completed() >= after_restart + 20, what="load on new workers")
+        for _ in range(2):
+            old_workers = booted_workers(gunicorn)
+            before = load.completed()
+            wait_for(lambda: load.completed() >= before + 30, what="steady load")  # noqa: B023
+            gunicorn.signal(signal.SIGHUP)
+            wait_for(
+                lambda: len(booted_workers(gunicorn)) >= len(old_workers) + 2,  # noqa: B023
+                what="new workers to boot",
+            )
+            wait_for(
+                lambda: all(process_gone(pid) for pid in old_workers),  # noqa: B023
+                what="old workers to finish draining",
+            )
+        after_restarts = load.completed()
+        wait_for(lambda: load.completed() >= after_restarts + 30, what="load on new workers")
     finally:
         load.stop()
     errors = {rid: outcome for rid, outcome in load.outcomes.items() if outcome != 200}
-    assert errors == {}
-    new_workers = set(booted_workers(gunicorn)) - set(old_workers)
-    assert set(load.pids.values()) & new_workers
-    assert set(load.pids.values()) & set(old_workers)
+    assert errors == {}, gunicorn.log_text()[-4000:]
+    served_by = set(load.pids.values())
+    all_workers = booted_workers(gunicorn)
+    assert served_by & set(all_workers[:2])  # the first generation
+    assert served_by & set(all_workers[-2:])  # the last generation
     assert "SIGKILL" not in gunicorn.log_text()
 
 

@@ -116,7 +116,9 @@ async def test_hung_dependencies_cannot_hang_the_probe(
     assert checks["redis"]["status"] == "down"
 
 
-async def test_draining_flips_readiness_and_refuses_new_work(app_with: AppFactory) -> None:
+async def test_draining_flips_readiness_but_serves_what_arrives(app_with: AppFactory) -> None:
+    """Draining (the server stopped accepting): requests that reached the process are served,
+    on connections that close afterwards; readiness says 503."""
     async with app_with() as app, client_for(app) as client:
         assert (await client.get("/health/ready")).status_code == 200
         app.state.drain.start()
@@ -125,9 +127,21 @@ async def test_draining_flips_readiness_and_refuses_new_work(app_with: AppFactor
         work = await client.get("/api/jobs")
     assert ready.status_code == 503
     assert ready.json()["error"]["code"] == "draining"
+    assert ready.headers["connection"] == "close"
     assert live.status_code == 200
+    assert work.status_code == 200
+    assert work.headers["connection"] == "close"
+
+
+async def test_closing_refuses_new_work_in_the_shared_shape(app_with: AppFactory) -> None:
+    async with app_with() as app, client_for(app) as client:
+        app.state.drain.refuse_new()
+        ready = await client.get("/health/ready")
+        work = await client.get("/api/jobs")
+    assert ready.status_code == 503
     assert work.status_code == 503
     assert work.headers["connection"] == "close"
+    assert work.headers["retry-after"] == "1"
     assert work.json() == {
         "error": {
             "code": "shutting_down",
@@ -159,11 +173,11 @@ async def test_in_flight_request_finishes_before_resources_close(
         request = asyncio.create_task(client.get("/ops-test/slow"))
         await entered.wait()
         shutdown = asyncio.create_task(lifespan.__aexit__(None, None, None))
-        for _ in range(1000):  # the shutdown task marks draining on its first step
-            if app.state.drain.draining:
+        for _ in range(1000):  # the shutdown task starts refusing on its first step
+            if app.state.drain.refusing:
                 break
             await asyncio.sleep(0)
-        assert app.state.drain.draining
+        assert app.state.drain.refusing
         refused = await client.get("/api/jobs")
         shutdown_waited = not shutdown.done()
         release.set()
