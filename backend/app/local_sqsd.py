@@ -361,6 +361,8 @@ async def _main(config: SqsdConfig) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # One line per POST would drown the daemon's own messages.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     asyncio.run(_main(parse_args(argv)))
 
 

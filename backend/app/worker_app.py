@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from app.config import Settings, get_settings
 from app.database import Database
 from app.errors import install_error_handlers
+from app.logging_config import configure_logging, resolve_format
 from app.routers import worker_routes
 from app.services.ai import create_ai
 from app.services.circuit_breaker import create_breakers
@@ -49,6 +50,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_worker_app(settings: Settings | None = None) -> FastAPI:
     """Build the worker app for `settings` (the environment's when omitted)."""
     settings = settings or get_settings()
+    configure_logging(settings.log_level, resolve_format(settings.log_format, settings.environment))
     app = FastAPI(
         title=f"{settings.app_name} worker",
         version=settings.app_version,
