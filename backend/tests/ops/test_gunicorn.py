@@ -128,6 +128,15 @@ def test_metrics_aggregate_all_workers_and_forget_dead_ones(gunicorn: GunicornSe
         assert sample(text, "hiringpro_http_request_duration_seconds_count", labels) == count
     assert sample(text, "hiringpro_db_pool_size") == 40  # 2 live workers x pool of 20
 
+    # Master, gunicorn, uvicorn and app lines share one JSON format; one access line per request.
+    lines = [line for line in gunicorn.log_text().splitlines() if line.strip()]
+    assert len(gunicorn.log_records()) == len(lines)
+    loggers = {record["logger"] for record in gunicorn.log_records()}
+    assert {"gunicorn.error", "uvicorn.error", "app.access"} <= loggers
+    access = [r for r in gunicorn.log_records() if r["logger"] == "app.access"]
+    assert len([r for r in access if r["route"] == "/ops-test/pid"]) == 20
+    assert {r["pid"] for r in access if r["route"] == "/ops-test/pid"} == served
+
     # A worker dies and is replaced: its live gauges go (child_exit), its counters stay.
     dead = blocked[0]
     os.kill(dead, signal.SIGTERM)
