@@ -65,7 +65,7 @@ async def deliver(settings: Settings, session: AsyncSession, job_id: str, email:
         status, stored_body = "sent", None
     else:
         status, stored_body = "logged", email.body
-        logger.info("email %s (%s) to %s logged to the outbox", job_id, email.kind, email.to)
+        logger.info("email %s (%s) logged to the outbox", job_id, email.kind)
     session.add(
         EmailOutbox(
             job_id=job_id,

@@ -12,9 +12,7 @@ from sqlalchemy import func, select
 from app.services.sqs_queue import JobMessage
 
 
-def sqsd_headers(
-    message_id: str | None = None, receive_count: int = 1, **extra: str
-) -> dict[str, str]:
+def sqsd_headers(message_id: str | None = None, receive_count: int = 1) -> dict[str, str]:
     """The headers EB's sqsd sends with a message (plus an unknown one, to be tolerated)."""
     return {
         "User-Agent": "aws-sqsd/3.0.4",
@@ -25,7 +23,6 @@ def sqsd_headers(
         "X-Aws-Sqsd-Receive-Count": str(receive_count),
         "X-Aws-Sqsd-Sent-At": "2026-01-01T00:00:00Z",
         "X-Aws-Sqsd-Some-Future-Header": "ignored",
-        **extra,
     }
 
 
@@ -51,14 +48,12 @@ async def post_cron(
     client: httpx.AsyncClient, task: str, scheduled_at: str, message_id: str | None = None
 ) -> httpx.Response:
     """A cron delivery: empty body, task name and scheduled time in headers."""
-    headers = sqsd_headers(
-        message_id,
-        **{
-            "X-Aws-Sqsd-Taskname": task,
-            "X-Aws-Sqsd-Scheduled-At": scheduled_at,
-            "X-Aws-Sqsd-Sender-Id": "AIDAEXAMPLE",
-        },
-    )
+    headers = {
+        **sqsd_headers(message_id),
+        "X-Aws-Sqsd-Taskname": task,
+        "X-Aws-Sqsd-Scheduled-At": scheduled_at,
+        "X-Aws-Sqsd-Sender-Id": "AIDAEXAMPLE",
+    }
     return await client.post(f"/worker/{task}", content=b"", headers=headers)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from app.config import Settings
 from app.services.job_queue import LocalJobQueue, Outcome, SQSJobQueue
 from app.services.sqs_queue import (
     SQS_MAX_MESSAGE_BYTES,
@@ -33,7 +34,9 @@ async def proxy(moto: MotoServer) -> AsyncIterator[FaultyProxy]:
     await server.stop()
 
 
-def producer_settings(tmp_path: Path, moto_url: str, queues: QueuePair, attempts: int = 4):  # type: ignore[no-untyped-def]
+def producer_settings(
+    tmp_path: Path, moto_url: str, queues: QueuePair, attempts: int = 4
+) -> Settings:
     return make_settings(
         tmp_path,
         queue_backend="sqs",

@@ -66,7 +66,7 @@ async def create_candidate(app: FastAPI, resume_key: str | None = None) -> int:
 
 async def profile_of(app: FastAPI, user_id: int) -> CandidateProfile:
     async with app.state.database.sessionmaker() as session:
-        profile = await session.get(CandidateProfile, user_id)
+        profile: CandidateProfile | None = await session.get(CandidateProfile, user_id)
         assert profile is not None
         return profile
 
