@@ -286,7 +286,7 @@ class _FlightAbandoned(Exception):
 class _Keys:
     entry: str
     lock: str
-    tags: list[str]
+    script_keys: list[str]  # entry, lock, then the tag generations (the scripts' KEYS)
 
 
 class Cache:
@@ -301,11 +301,15 @@ class Cache:
         self._stale_ratio = settings.cache_stale_ratio
         self._jitter = settings.cache_ttl_jitter
         self._lock_ms = int(settings.cache_lock_ttl_seconds * 1000)
+        # One lock token per process is enough: single-flight means this process holds a key's
+        # lock for at most one computation at a time.
+        self._token = os.urandom(12).hex()
+        self._lock_args = [self._token, str(self._lock_ms)]
         self._get_or_lock = redis_service.script(_GET_OR_LOCK)
         self._store = redis_service.script(_STORE)
         self._unlock = redis_service.script(_UNLOCK)
         self._bump = redis_service.script(_BUMP)
-        self._flights: dict[str, asyncio.Future[bytes]] = {}
+        self._flights: dict[str, list[asyncio.Future[bytes]]] = {}
         self._pending_tags: set[str] = set()
 
     # Public API.
@@ -395,11 +399,8 @@ class Cache:
     def _keys(self, namespace: Namespace, key: str) -> _Keys:
         base = f"{self._prefix}:{{{namespace.name}}}"
         versioned = f"{self._version}.{namespace.version}:{key}"
-        return _Keys(
-            entry=f"{base}:e:{versioned}",
-            lock=f"{base}:l:{versioned}",
-            tags=[f"{base}:t:{tag}" for tag in namespace.tags],
-        )
+        entry, lock = f"{base}:e:{versioned}", f"{base}:l:{versioned}"
+        return _Keys(entry, lock, [entry, lock, *(f"{base}:t:{tag}" for tag in namespace.tags)])
 
     def entry_key(self, namespace: Namespace, key: str, *, user_id: int | None = None) -> str:
         """The Redis key of an entry (for tests and operators)."""
@@ -425,16 +426,13 @@ class Cache:
                 namespace._invalidations.inc()
         return not failed
 
-    async def _redis_ready(self) -> bool:
-        """Redis may be read: available, and no invalidation of ours still waiting to be sent."""
-        if not self._redis.available:
-            return False
-        if self._pending_tags:
-            tags, self._pending_tags = self._pending_tags, set()
-            if not await self._send_bumps(tags):
-                self._pending_tags.update(tags)
-                return False
-        return True
+    async def _send_pending(self) -> bool:
+        """Send the invalidations that failed earlier; False if Redis still refuses them."""
+        tags, self._pending_tags = self._pending_tags, set()
+        if await self._send_bumps(tags):
+            return True
+        self._pending_tags.update(tags)
+        return False
 
     async def _fetch(
         self, namespace: Namespace, key: str, produce: Callable[[], Awaitable[bytes]]
@@ -443,74 +441,90 @@ class Cache:
         if not self.enabled:
             return await produce()
         keys = self._keys(namespace, key)
-        while (flight := self._flights.get(keys.entry)) is not None:
+        while (waiters := self._flights.get(keys.entry)) is not None:
+            # Another caller in this process is loading this key: share its result.
+            waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+            waiters.append(waiter)
             try:
-                payload = await asyncio.shield(flight)
+                payload = await waiter
             except _FlightAbandoned:
                 continue
             namespace._hits_merged.inc()
             return payload
-        flight = asyncio.get_running_loop().create_future()
-        self._flights[keys.entry] = flight
+        waiters = self._flights[keys.entry] = []
         try:
             payload = await self._load(namespace, keys, produce)
-        except asyncio.CancelledError:
-            flight.set_exception(_FlightAbandoned())
-            flight.exception()  # retrieved: no "never retrieved" warning without followers
-            raise
         except BaseException as exc:
-            flight.set_exception(exc)
-            flight.exception()
-            raise
-        else:
-            flight.set_result(payload)
-            return payload
-        finally:
             del self._flights[keys.entry]
+            # A cancelled leader hands over: its followers start a flight of their own.
+            failure = _FlightAbandoned() if isinstance(exc, asyncio.CancelledError) else exc
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(failure)
+            raise
+        del self._flights[keys.entry]
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(payload)
+        return payload
 
     async def _load(
         self, namespace: Namespace, keys: _Keys, produce: Callable[[], Awaitable[bytes]]
     ) -> bytes:
-        if not await self._redis_ready():
+        # Redis is read only when available and after our own failed invalidations went out.
+        if not self._redis.available or (self._pending_tags and not await self._send_pending()):
             namespace._bypasses.inc()
             return await produce()
-        token = os.urandom(8).hex()
+        try:
+            result = await self._get_or_lock(keys=keys.script_keys, args=self._lock_args)
+        except redis.RedisError as exc:
+            self._redis.mark_failure(exc)
+            namespace._bypasses.inc()
+            return await produce()
+        status = result[0]
+        if status == _FRESH:
+            namespace._hits_fresh.inc()
+            return _entry_payload(result[2])
+        if status in (_STALE, _STALE_LOCKED):
+            namespace._hits_stale.inc()
+            if status == _STALE:  # another caller refreshes it
+                return _entry_payload(result[2])
+        else:
+            namespace._misses.inc()
+        return await self._recompute(namespace, keys, status, result[1], produce)
+
+    async def _recompute(
+        self,
+        namespace: Namespace,
+        keys: _Keys,
+        status: int,
+        generations: bytes,
+        produce: Callable[[], Awaitable[bytes]],
+    ) -> bytes:
+        """Compute under our lock, or wait for the process holding it (until the lock's TTL)."""
         deadline = time.monotonic() + self._lock_ms / 1000
         delay = _POLL_FIRST_SECONDS
-        first = True
-        while True:
-            try:
-                result = await self._get_or_lock(
-                    keys=[keys.entry, keys.lock, *keys.tags], args=[token, self._lock_ms]
-                )
-            except redis.RedisError as exc:
-                self._redis.mark_failure(exc)
-                namespace._bypasses.inc()
-                return await produce()
-            status, generations = int(result[0]), result[1]
-            if status in (_FRESH, _STALE):
-                (namespace._hits_fresh if status == _FRESH else namespace._hits_stale).inc()
-                return _entry_payload(result[2])
-            if first:
-                first = False
-                if status == _STALE_LOCKED:
-                    namespace._hits_stale.inc()
-                else:
-                    namespace._misses.inc()
-            if status in (_STALE_LOCKED, _MISS_LOCKED):
-                return await self._compute_and_store(namespace, keys, token, generations, produce)
-            # Another process holds the lock: wait for its value, or for the lock to go.
-            if time.monotonic() + delay > deadline:
+        while status == _MISS_WAIT:
+            if time.monotonic() + delay > deadline:  # the holder is gone or too slow
                 return await self._compute_and_store(namespace, keys, "", generations, produce)
             await asyncio.sleep(delay)
             delay = min(delay * 2, _POLL_MAX_SECONDS)
+            try:
+                result = await self._get_or_lock(keys=keys.script_keys, args=self._lock_args)
+            except redis.RedisError as exc:
+                self._redis.mark_failure(exc)
+                return await produce()
+            status, generations = result[0], result[1]
+            if status in (_FRESH, _STALE):
+                return _entry_payload(result[2])
+        return await self._compute_and_store(namespace, keys, self._token, generations, produce)
 
     async def _compute_and_store(
         self,
         namespace: Namespace,
         keys: _Keys,
         token: str,
-        generations: bytes | str,
+        generations: bytes,
         produce: Callable[[], Awaitable[bytes]],
     ) -> bytes:
         namespace._recomputes.inc()
@@ -525,7 +539,7 @@ class Cache:
         hard_ms = fresh_ms + int(ttl_ms * self._stale_ratio)
         try:
             await self._store(
-                keys=[keys.entry, keys.lock, *keys.tags],
+                keys=keys.script_keys,
                 args=[token, generations, fresh_ms, hard_ms, payload],
             )
         except redis.RedisError as exc:
@@ -585,20 +599,35 @@ CacheDep = Annotated[Cache, Depends(get_cache)]
 # bump lands after the commit and before the client can learn the write succeeded; a rolled
 # back transaction invalidates nothing.
 
-_REQUEST_TAGS: ContextVar[set[str] | None] = ContextVar("cache_request_tags", default=None)
 _SESSION_KEY: Final = "cache_invalidate_on_commit"
 
 
 @dataclass(slots=True)
+class _RequestTags:
+    """Tags committed during one request; `open` until its response has started."""
+
+    cache: Cache
+    tags: set[str] = field(default_factory=set)
+    open: bool = True
+
+
+_REQUEST_TAGS: ContextVar[_RequestTags | None] = ContextVar("cache_request_tags", default=None)
+# Invalidations sent from commits after their request ended (kept referenced until done).
+_BACKGROUND: set[asyncio.Task[None]] = set()
+
+
+@dataclass(slots=True)
 class _SessionTags:
-    target: set[str] | None
+    target: _RequestTags | None
     tags: set[str] = field(default_factory=set)
 
 
 def invalidate_on_commit(session: AsyncSession | Session, *tags: str) -> None:
     """Invalidate `tags` once `session` commits (inside a request served by the middleware).
 
-    Outside a request (worker, scripts), commit and then call `Cache.invalidate` yourself.
+    A commit after the request ended (a background task started by it) sends the bump at once,
+    without ordering against any response. Outside any request (worker handlers, scripts),
+    commit and then call `Cache.invalidate` yourself.
     """
     pending: _SessionTags = session.info.setdefault(_SESSION_KEY, _SessionTags(_REQUEST_TAGS.get()))
     pending.tags.update(tags)
@@ -609,12 +638,17 @@ def _move_tags_after_commit(session: Session) -> None:
     pending: _SessionTags | None = session.info.pop(_SESSION_KEY, None)
     if pending is None:
         return
-    if pending.target is None:
+    target = pending.target
+    if target is None:
         logger.warning(
             "cache tags %s committed outside a request: not invalidated", sorted(pending.tags)
         )
-        return
-    pending.target.update(pending.tags)
+    elif target.open:
+        target.tags.update(pending.tags)
+    else:
+        task = asyncio.get_running_loop().create_task(target.cache.invalidate(*pending.tags))
+        _BACKGROUND.add(task)
+        task.add_done_callback(_BACKGROUND.discard)
 
 
 class CacheInvalidationMiddleware:
@@ -627,27 +661,28 @@ class CacheInvalidationMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        pending: set[str] = set()
+        pending = _RequestTags(cache=scope["app"].state.cache)
         token = _REQUEST_TAGS.set(pending)
 
         async def send_after_invalidating(message: Message) -> None:
-            if message["type"] == "http.response.start" and pending:
-                await _flush(scope, pending)
+            if message["type"] == "http.response.start":
+                pending.open = False
+                await _flush(pending)
             await send(message)
 
         try:
             await self.app(scope, receive, send_after_invalidating)
         finally:
+            pending.open = False
             _REQUEST_TAGS.reset(token)
-            if pending:  # committed, but no response was started
-                await _flush(scope, pending)
+            await _flush(pending)  # committed, but no response was started
 
 
-async def _flush(scope: Scope, pending: set[str]) -> None:
-    tags = list(pending)
-    pending.clear()
-    cache: Cache = scope["app"].state.cache
-    await cache.invalidate(*tags)
+async def _flush(pending: _RequestTags) -> None:
+    if pending.tags:
+        tags = list(pending.tags)
+        pending.tags.clear()
+        await pending.cache.invalidate(*tags)
 
 
 def namespaces_with(tags: Iterable[str]) -> list[Namespace]:

@@ -320,3 +320,29 @@ async def test_metrics_count_hits_misses_recomputes_and_invalidations(cache: Cac
         "hiringpro_cache_hits_total", {"namespace": namespace.name, "state": "fresh"}
     )
     assert hits == hits_before + 1
+
+
+async def test_followers_take_over_when_the_leader_is_cancelled(cache: Cache) -> None:
+    started = asyncio.Event()
+
+    async def leader_compute() -> str:
+        started.set()
+        await asyncio.sleep(30)
+        return "never"
+
+    async def follower_compute() -> str:
+        return "follower's"
+
+    leader = asyncio.create_task(cache.get_or_compute(SLOW, "handover", leader_compute))
+    await started.wait()
+    followers = [
+        asyncio.create_task(cache.get_or_compute(SLOW, "handover", follower_compute))
+        for _ in range(5)
+    ]
+    await asyncio.sleep(0)  # the followers join the leader's flight
+    leader.cancel()
+    async with asyncio.timeout(10):  # the leader released its lock: no wait for its TTL
+        results = await asyncio.gather(*followers)
+    assert results == ["follower's"] * 5
+    with pytest.raises(asyncio.CancelledError):
+        await leader

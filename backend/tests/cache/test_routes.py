@@ -1,11 +1,26 @@
 """The cache wired into the app (in-process, real Postgres and Redis): freshness, ETags, faults."""
 
+import asyncio
+
 import httpx
 import pytest
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 
-from app.services.cache import AI_QUESTIONS, content_etag
+from app.services.cache import (
+    AI_QUESTIONS,
+    JOB_LISTINGS,
+    JOBS_TAG,
+    Cache,
+    CacheInvalidationMiddleware,
+    content_etag,
+    invalidate_on_commit,
+)
 from tests.support.factories import admin_token, auth, candidate_token, create_job, create_test
 from tests.support.redis_server import RedisServer
 
@@ -209,3 +224,42 @@ async def test_redis_stopped_responses_stay_correct(
     for path, headers in reads:
         assert (await client.get(path, headers=headers)).status_code == 200, path
     assert (await client.get("/api/jobs")).json()["items"][0]["title"] == "During"
+
+
+async def test_commit_after_the_response_still_invalidates(app: FastAPI) -> None:
+    """A background task started by a request commits after its response: bumped at once."""
+    cache: Cache = app.state.cache
+    release = asyncio.Event()
+    background: list[asyncio.Task[None]] = []
+
+    async def commit_later() -> None:
+        await release.wait()
+        async with app.state.database.sessionmaker() as session:
+            await session.execute(text("SELECT 1"))
+            invalidate_on_commit(session, JOBS_TAG)
+            await session.commit()
+
+    async def route(request: Request) -> PlainTextResponse:
+        background.append(asyncio.create_task(commit_later()))  # inherits the request context
+        return PlainTextResponse("accepted")
+
+    probe = Starlette(routes=[Route("/later", route)])
+    probe.state.cache = cache
+    probe.add_middleware(CacheInvalidationMiddleware)
+    calls: list[int] = []
+
+    async def compute() -> int:
+        calls.append(1)
+        return len(calls)
+
+    assert await cache.get_or_compute(JOB_LISTINGS, "probe", compute) == 1
+    transport = httpx.ASGITransport(app=probe)
+    async with httpx.AsyncClient(transport=transport, base_url="http://probe") as http:
+        assert (await http.get("/later")).status_code == 200
+    release.set()
+    await asyncio.gather(*background)
+    async with asyncio.timeout(5):
+        while True:
+            if await cache.get_or_compute(JOB_LISTINGS, "probe", compute) == 2:
+                break
+            await asyncio.sleep(0.01)
