@@ -75,7 +75,7 @@ async def run_until(daemon: LocalSqsd, done: Callable[[], bool], limit: float = 
 
 
 def queue_is_empty(moto: MotoServer, queues: QueuePair) -> bool:
-    attributes = sqs_client(moto.url).get_queue_attributes(
+    attributes: dict[str, str] = sqs_client(moto.url).get_queue_attributes(
         QueueUrl=queues.url,
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )["Attributes"]
