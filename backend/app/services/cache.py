@@ -32,13 +32,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import update_wrapper
-from typing import Annotated, Any, Concatenate, Final, ParamSpec, TypeVar
+from typing import Annotated, Any, Concatenate, Final, ParamSpec, TypeVar, cast
 
 import orjson
 import redis
 from fastapi import Depends, Request
 from prometheus_client import Counter
 from pydantic import BaseModel
+from redis.exceptions import NoScriptError
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -310,6 +311,8 @@ class Cache:
         self._unlock = redis_service.script(_UNLOCK)
         self._bump = redis_service.script(_BUMP)
         self._flights: dict[str, list[asyncio.Future[bytes]]] = {}
+        self._read_batch: list[tuple[list[str], asyncio.Future[Any]]] = []
+        self._batch_tasks: set[asyncio.Task[None]] = set()
         self._pending_tags: set[str] = set()
 
     # Public API.
@@ -476,7 +479,7 @@ class Cache:
             namespace._bypasses.inc()
             return await produce()
         try:
-            result = await self._get_or_lock(keys=keys.script_keys, args=self._lock_args)
+            result = await self._read(keys)
         except redis.RedisError as exc:
             self._redis.mark_failure(exc)
             namespace._bypasses.inc()
@@ -510,7 +513,7 @@ class Cache:
             await asyncio.sleep(delay)
             delay = min(delay * 2, _POLL_MAX_SECONDS)
             try:
-                result = await self._get_or_lock(keys=keys.script_keys, args=self._lock_args)
+                result = await self._read(keys)
             except redis.RedisError as exc:
                 self._redis.mark_failure(exc)
                 return await produce()
@@ -518,6 +521,48 @@ class Cache:
             if status in (_FRESH, _STALE):
                 return _entry_payload(result[2])
         return await self._compute_and_store(namespace, keys, self._token, generations, produce)
+
+    async def _read(self, keys: _Keys) -> Any:
+        """One `_GET_OR_LOCK` call. Calls made in one event-loop turn share one pipeline: under
+        concurrency a hit costs a fraction of a round trip and of a connection checkout."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if not self._read_batch:
+            loop.call_soon(self._send_reads)
+        self._read_batch.append((keys.script_keys, future))
+        return await future
+
+    def _send_reads(self) -> None:
+        batch, self._read_batch = self._read_batch, []
+        # A task of its own: no caller's cancellation can strand the others' futures.
+        task = asyncio.get_running_loop().create_task(self._run_reads(batch))
+        self._batch_tasks.add(task)
+        task.add_done_callback(self._batch_tasks.discard)
+
+    async def _run_reads(self, batch: list[tuple[list[str], asyncio.Future[Any]]]) -> None:
+        results: list[Any]
+        try:
+            if len(batch) == 1:
+                results = [await self._get_or_lock(keys=batch[0][0], args=self._lock_args)]
+            else:
+                pipeline = cast(Any, self._redis.client).pipeline(transaction=False)
+                for keys, _ in batch:
+                    pipeline.evalsha(self._get_or_lock.sha, len(keys), *keys, *self._lock_args)
+                results = await pipeline.execute(raise_on_error=False)
+        except Exception as exc:
+            results = [exc] * len(batch)
+        for (keys, future), result in zip(batch, results, strict=True):
+            if isinstance(result, NoScriptError):  # after a Redis restart: reloads the script
+                try:
+                    result = await self._get_or_lock(keys=keys, args=self._lock_args)
+                except Exception as exc:
+                    result = exc
+            if future.done():  # its caller was cancelled
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
 
     async def _compute_and_store(
         self,

@@ -1,6 +1,7 @@
 """The Cache against a real Redis: hits, None, models, tags, races, single-flight, SWR, faults."""
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import cast
 
@@ -346,3 +347,30 @@ async def test_followers_take_over_when_the_leader_is_cancelled(cache: Cache) ->
     assert results == ["follower's"] * 5
     with pytest.raises(asyncio.CancelledError):
         await leader
+
+
+async def test_concurrent_reads_of_distinct_keys_each_get_their_own_value(
+    cache: Cache, redis_url: str
+) -> None:
+    """Reads started together share one pipeline; each caller still gets its own entry."""
+
+    def value_for(index: int) -> Callable[[], Awaitable[dict[str, int]]]:
+        async def compute() -> dict[str, int]:
+            return {"key": index}
+
+        return compute
+
+    first = await asyncio.gather(
+        *(cache.get_or_compute(PLAIN, f"batch{i}", value_for(i)) for i in range(40))
+    )
+    admin = redis.asyncio.Redis.from_url(redis_url)
+    await admin.script_flush()  # as after a restart: the pipelined EVALSHAs meet NOSCRIPT
+    await admin.aclose()
+
+    async def never() -> dict[str, int]:
+        raise AssertionError("entries are cached")
+
+    again = await asyncio.gather(
+        *(cache.get_or_compute(PLAIN, f"batch{i}", never) for i in range(40))
+    )
+    assert first == again == [{"key": i} for i in range(40)]
