@@ -12,8 +12,10 @@ from app.config import Settings, get_settings
 from app.database import Database
 from app.errors import install_error_handlers
 from app.logging_config import configure_logging, resolve_format
-from app.routers import worker_routes
+from app.middleware.request_context import RequestContextMiddleware
+from app.routers import metrics, worker_routes
 from app.services.ai import create_ai
+from app.services.cache import Cache
 from app.services.circuit_breaker import create_breakers
 from app.services.http_client import create_http_client
 from app.services.redis import RedisService
@@ -29,6 +31,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.database = Database.create(settings, role="worker")
     app.state.redis = RedisService(settings, client_name="hiring-pro-worker")
     await app.state.redis.start()
+    # Handlers invalidate the web tier's cached candidate listings after profile changes.
+    app.state.cache = Cache(settings, app.state.redis)
     app.state.breakers = create_breakers(settings, app.state.redis)
     app.state.http = create_http_client(settings)
     app.state.storage = create_storage(settings, app.state.breakers)
@@ -61,7 +65,10 @@ def create_worker_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    # Request ids, one access line and request metrics per delivery, as in the web app.
+    app.add_middleware(RequestContextMiddleware, access_log=settings.enable_request_logging)
     app.include_router(worker_routes.router)
+    app.include_router(metrics.router)
 
     @app.get("/health", tags=["health"])
     async def health() -> dict[str, str]:

@@ -45,6 +45,7 @@ from app.models import (
 from app.models.base import utcnow
 from app.services import email as email_service
 from app.services.ai import AIService
+from app.services.cache import Cache, invalidate_candidates
 from app.services.job_queue import (
     CRON_TASKS,
     QUEUED_TASKS,
@@ -74,6 +75,7 @@ class WorkerContext:
 
     settings: Settings
     database: Database
+    cache: Cache
     storage: Storage
     ai: AIService
     vector_index: VectorIndex
@@ -85,6 +87,7 @@ class WorkerContext:
         return cls(
             settings=state.settings,
             database=state.database,
+            cache=state.cache,
             storage=state.storage,
             ai=state.ai,
             vector_index=state.vector_index,
@@ -159,6 +162,7 @@ async def parse_resume_job(ctx: WorkerContext, job: JobRun, session: AsyncSessio
             raise PermanentJobError("the candidate profile no longer exists")
         logger.info("resume job %s superseded by a newer upload", job.id)
         return None
+    await invalidate_candidates(ctx.cache)
 
     try:
         data = await ctx.storage.get(key)
@@ -253,6 +257,7 @@ async def _resume_gave_up(ctx: WorkerContext, job: JobRun) -> None:
             )
         )
         await session.commit()
+    await invalidate_candidates(ctx.cache)
 
 
 async def index_vector_job(ctx: WorkerContext, job: JobRun, session: AsyncSession) -> str | None:
@@ -368,6 +373,8 @@ HANDLERS: dict[str, Handler] = {
 GIVE_UP_HOOKS: dict[str, Callable[[WorkerContext, JobRun], Awaitable[None]]] = {
     "resume-parse": _resume_gave_up,
 }
+# Tasks whose committed effects change candidate profiles (cached in the web tier's listings).
+CHANGES_CANDIDATES = frozenset({"resume-parse"})
 assert set(HANDLERS) == set(QUEUED_TASKS) | set(CRON_TASKS)
 
 
@@ -513,6 +520,8 @@ async def process(ctx: WorkerContext, delivery: Delivery) -> Outcome:
             "job %s (%s) failed on receive %d", job.key, job.task, delivery.receive_count
         )
         return await _retry(ctx, delivery, job, exc)
+    if job.task in CHANGES_CANDIDATES:
+        await invalidate_candidates(ctx.cache)
     if reason is not None:
         logger.warning("job %s (%s) failed for good: %s", job.key, job.task, reason)
         return Outcome.REJECTED
