@@ -7,7 +7,6 @@ messages to one configured path); a cron task's empty body runs the task of its 
 """
 
 import ipaddress
-from datetime import datetime
 
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
@@ -45,15 +44,6 @@ def _int(value: str | None, default: int) -> int:
     return int(value) if value is not None and value.isdigit() else default
 
 
-def _time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 async def _deliver(request: Request, task: str) -> Response:
     headers = request.headers
     message_id = headers.get(MSGID_HEADER)
@@ -65,7 +55,6 @@ async def _deliver(request: Request, task: str) -> Response:
         body=await request.body(),
         route_task=task,
         receive_count=_int(headers.get("x-aws-sqsd-receive-count"), 1),
-        first_received_at=_time(headers.get("x-aws-sqsd-first-received-at")),
         cron_task_name=headers.get("x-aws-sqsd-taskname"),
         scheduled_at=headers.get("x-aws-sqsd-scheduled-at"),
     )

@@ -13,13 +13,11 @@ import enum
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Request
 
 from app.config import Settings
-from app.models.base import utcnow
 from app.services.sqs_queue import (
     SQS_MAX_MESSAGE_BYTES,
     JobMessage,
@@ -69,7 +67,6 @@ class Delivery:
     body: bytes
     route_task: str
     receive_count: int = 1
-    first_received_at: datetime | None = None
     # Cron deliveries (empty body): the cron.yaml task name and its scheduled time.
     cron_task_name: str | None = None
     scheduled_at: str | None = None
@@ -161,14 +158,12 @@ class LocalJobQueue:
         return message.id
 
     async def _deliver(self, message: JobMessage, body: bytes) -> None:
-        first_received_at = utcnow()
         for receive_count in range(1, self._max_receives + 1):
             delivery = Delivery(
                 message_id=message.id,
                 body=body,
                 route_task=message.task,
                 receive_count=receive_count,
-                first_received_at=first_received_at,
             )
             async with self._slots:
                 try:
