@@ -46,9 +46,15 @@ INVALIDATION_NS = Namespace("bench_invalidation", tags=("bench_inv",))
 MISS_NS = Namespace("bench_miss", tags=("bench_miss_tag",))
 VALUE: dict[str, Any] = {
     "items": [
-        {"id": i, "title": f"Senior Python Developer {i}", "company": "Acme", "location": "Berlin",
-         "job_type": "Full Time", "skills": ["python", "fastapi", "postgres"],
-         "description": "Build and run APIs with FastAPI and PostgreSQL " * 2}
+        {
+            "id": i,
+            "title": f"Senior Python Developer {i}",
+            "company": "Acme",
+            "location": "Berlin",
+            "job_type": "Full Time",
+            "skills": ["python", "fastapi", "postgres"],
+            "description": "Build and run APIs with FastAPI and PostgreSQL " * 2,
+        }
         for i in range(9)
     ],
     "page": 1,
@@ -67,8 +73,19 @@ class PrivateRedis:
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="bench-cache-redis-")
         self.process = subprocess.Popen(
-            [shutil.which("redis-server") or "redis-server", "--port", str(self.port), "--bind",
-             "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", self.dir],
+            [
+                shutil.which("redis-server") or "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+            ],
             stdout=subprocess.DEVNULL,
         )
         client = redis.Redis(port=self.port)
@@ -205,7 +222,10 @@ async def invalidation(url: str, settings: Settings) -> dict[str, dict[int, floa
     cashews = Cashews()
     cashews.setup(url, client_side=False)
     cashews.register_tag("inv", "inv:{n}")
-    results: dict[str, dict[int, float]] = {"ours (tag generation bump)": {}, "cashews delete_tags": {}}
+    results: dict[str, dict[int, float]] = {
+        "ours (tag generation bump)": {},
+        "cashews delete_tags": {},
+    }
     flush = redis.asyncio.Redis.from_url(url)
     semaphore = asyncio.Semaphore(256)
 
@@ -274,8 +294,11 @@ async def main() -> None:
     server = PrivateRedis()
     try:
         settings = Settings(
-            jwt_secret="bench-" + "x" * 40, redis_url=server.url, redis_pool_size=TASKS,
-            cache_ttl_seconds={"default": 3600.0}, redis_socket_timeout_seconds=5.0,
+            jwt_secret="bench-" + "x" * 40,
+            redis_url=server.url,
+            redis_pool_size=TASKS,
+            cache_ttl_seconds={"default": 3600.0},
+            redis_socket_timeout_seconds=5.0,
         )
         sections = {
             "hits": hits,
