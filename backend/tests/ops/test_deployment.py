@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from fastapi import FastAPI
@@ -293,3 +294,14 @@ def test_tier_files_come_in_pairs() -> None:
         assert list((EBEXTENSIONS / tier).glob("*.config"))
     # The generated file must not be committed: it would serve one tier's proxy to both.
     assert not (PLATFORM / "nginx/conf.d/elasticbeanstalk/00_application.conf").exists()
+
+
+@pytest.mark.skipif(not has_worker_app(), reason="the worker app is not in the tree yet")
+async def test_worker_app_has_request_ids_and_metrics() -> None:
+    worker = tier_app("worker")
+    assert has_route(worker, "GET", "/metrics")
+    transport = httpx.ASGITransport(app=worker)
+    async with httpx.AsyncClient(transport=transport, base_url="http://worker") as client:
+        response = await client.get("/health", headers={"X-Request-ID": "sqsd-msg-1"})
+    assert response.status_code == 200
+    assert response.headers["x-request-id"] == "sqsd-msg-1"
