@@ -18,6 +18,11 @@ script takes a short lock when the entry is missing or stale: the lock holder re
 serve the stale entry (stale-while-revalidate) or poll for the fresh one until the lock's deadline.
 Fresh TTLs get jitter so entries written together do not expire together.
 
+Round trips. A lookup is one EVALSHA (entry, tag generations and, on a miss, the lock); lookups
+started in the same event-loop turn share one pipeline. A tagged miss costs that plus one
+store-and-unlock EVALSHA. Invalidation runs after the database commit (`invalidate_on_commit`
+and `CacheInvalidationMiddleware`), before the response that reports the write.
+
 Redis down or unset: every call is a bypass (the computation runs, nothing is cached), never an
 error; invalidations that could not be sent are retried before this process reads Redis again.
 """
@@ -430,12 +435,16 @@ class Cache:
         return not failed
 
     async def _send_pending(self) -> bool:
-        """Send the invalidations that failed earlier; False if Redis still refuses them."""
-        tags, self._pending_tags = self._pending_tags, set()
-        if await self._send_bumps(tags):
-            return True
-        self._pending_tags.update(tags)
-        return False
+        """Send the invalidations that failed earlier; False if Redis still refuses them.
+
+        The tags stay pending until the bumps are acknowledged, so concurrent readers keep
+        bypassing Redis (or send the bumps too: a repeated bump is harmless) meanwhile.
+        """
+        tags = set(self._pending_tags)
+        if not await self._send_bumps(tags):
+            return False
+        self._pending_tags -= tags
+        return True
 
     async def _fetch(
         self, namespace: Namespace, key: str, produce: Callable[[], Awaitable[bytes]]
