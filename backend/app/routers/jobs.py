@@ -9,7 +9,7 @@ from app.database import get_database
 from app.routers.pagination import Page, PageSize
 from app.schemas.job import JobListOut, JobOut
 from app.services import jobs
-from app.services.cache import JOB_DETAIL, JOB_LISTINGS, CacheDep, make_key
+from app.services.cache import JOB_DETAIL, JOB_LISTINGS, get_cache, make_key
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
@@ -19,7 +19,6 @@ SearchTerm = Annotated[str | None, Query(min_length=1, max_length=100)]
 @router.get("", response_model=JobListOut)
 async def list_jobs(
     request: Request,
-    cache: CacheDep,
     search: SearchTerm = None,
     job_type: Annotated[str | None, Query(max_length=40)] = None,
     location: SearchTerm = None,
@@ -37,15 +36,16 @@ async def list_jobs(
             )
 
     key = make_key(search, job_type, location, page, page_size)
-    return await cache.response(request, JOB_LISTINGS, key, compute)
+    # The cache straight from app.state: on the hottest route a dependency costs a resolution.
+    return await get_cache(request).response(request, JOB_LISTINGS, key, compute)
 
 
 @router.get("/{job_id}", response_model=JobOut)
-async def get_job(job_id: int, request: Request, cache: CacheDep) -> Response:
+async def get_job(job_id: int, request: Request) -> Response:
     """One active job."""
 
     async def compute() -> bytes:
         async with get_database(request).read_engine.connect() as connection:
             return await jobs.get_job_json(connection, job_id)
 
-    return await cache.response(request, JOB_DETAIL, make_key(job_id), compute)
+    return await get_cache(request).response(request, JOB_DETAIL, make_key(job_id), compute)
