@@ -71,6 +71,8 @@ STATE = Gauge(
     "Current breaker state as seen by this process "
     "(0 closed, 1 open, 2 half_open, 3 forced_open, 4 disabled).",
     ["breaker"],
+    # Under gunicorn: the highest value among live workers (dead workers' values are dropped).
+    multiprocess_mode="livemax",
 )
 REJECTED = Counter(
     "hiringpro_circuit_breaker_rejected_total",

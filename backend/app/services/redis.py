@@ -33,6 +33,8 @@ ScriptArg = str | bytes | int | float
 REDIS_AVAILABLE = Gauge(
     "hiringpro_redis_available",
     "1 when Redis is configured and reachable, 0 while in back-off (or not configured).",
+    # Under gunicorn: the lowest value among live workers, so one worker cut off shows as 0.
+    multiprocess_mode="livemin",
 )
 
 
