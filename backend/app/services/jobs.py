@@ -1,11 +1,13 @@
 """Job postings: the public listing (hot read path) and admin management."""
 
+from functools import cache
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, Select, or_, select
+from sqlalchemy import ColumnElement, Integer, bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from app.database import CompiledRead
 from app.errors import NotFound
 from app.models import Job
 from app.services.cache import JOBS_TAG, invalidate_on_commit
@@ -28,29 +30,41 @@ def _like_pattern(term: str) -> str:
     return f"%{escaped}%"
 
 
-def _contains(column: Any, term: str) -> ColumnElement[bool]:
-    return column.ilike(_like_pattern(term), escape="\\")  # type: ignore[no-any-return]
+def _contains(column: Any, parameter: str) -> ColumnElement[bool]:
+    return column.ilike(bindparam(parameter), escape="\\")  # type: ignore[no-any-return]
 
 
-def _listing(
-    *, search: str | None, job_type: str | None, location: str | None, include_inactive: bool
-) -> Select[Any]:
+@cache
+def _listing_reader(
+    has_search: bool, has_job_type: bool, has_location: bool, include_inactive: bool
+) -> CompiledRead:
+    """One compiled statement per combination of filters (16 at most)."""
     statement = select(*_PUBLIC_COLUMNS)
     if not include_inactive:
         statement = statement.where(Job.active.is_(True))
-    if search:
+    if has_search:
         statement = statement.where(
             or_(
-                _contains(Job.title, search),
-                _contains(Job.company, search),
-                _contains(Job.description, search),
+                _contains(Job.title, "search"),
+                _contains(Job.company, "search"),
+                _contains(Job.description, "search"),
             )
         )
-    if job_type:
-        statement = statement.where(Job.job_type == job_type)
-    if location:
-        statement = statement.where(_contains(Job.location, location))
-    return statement
+    if has_job_type:
+        statement = statement.where(Job.job_type == bindparam("job_type"))
+    if has_location:
+        statement = statement.where(_contains(Job.location, "location"))
+    statement = (
+        statement.order_by(Job.created_at.desc(), Job.id.desc())
+        .limit(bindparam("limit", type_=Integer))
+        .offset(bindparam("offset", type_=Integer))
+    )
+    return CompiledRead(statement)
+
+
+_DETAIL_READER = CompiledRead(
+    select(*_PUBLIC_COLUMNS).where(Job.id == bindparam("job_id"), Job.active.is_(True))
+)
 
 
 async def list_jobs_json(
@@ -64,18 +78,18 @@ async def list_jobs_json(
     include_inactive: bool = False,
 ) -> bytes:
     """One page of jobs, newest first, serialised once as the response body."""
-    statement = (
-        _listing(
-            search=search, job_type=job_type, location=location, include_inactive=include_inactive
-        )
-        .order_by(Job.created_at.desc(), Job.id.desc())
-        .limit(page_size + 1)  # one extra row tells whether another page exists
-        .offset((page - 1) * page_size)
+    reader = _listing_reader(bool(search), bool(job_type), bool(location), include_inactive)
+    rows = await reader.fetch(
+        connection,
+        search=_like_pattern(search) if search else None,
+        job_type=job_type,
+        location=_like_pattern(location) if location else None,
+        limit=page_size + 1,  # one extra row tells whether another page exists
+        offset=(page - 1) * page_size,
     )
-    rows = (await connection.execute(statement)).mappings().all()
     return orjson.dumps(
         {
-            "items": [dict(row) for row in rows[:page_size]],
+            "items": rows[:page_size],
             "page": page,
             "page_size": page_size,
             "has_more": len(rows) > page_size,
@@ -85,14 +99,10 @@ async def list_jobs_json(
 
 async def get_job_json(connection: AsyncConnection, job_id: int) -> bytes:
     """One active job, serialised; NotFound for unknown or inactive jobs."""
-    row = (
-        (await connection.execute(select(*_PUBLIC_COLUMNS).where(Job.id == job_id, Job.active.is_(True))))
-        .mappings()
-        .one_or_none()
-    )
-    if row is None:
+    rows = await _DETAIL_READER.fetch(connection, job_id=job_id)
+    if not rows:
         raise NotFound("Job not found.")
-    return orjson.dumps(dict(row))
+    return orjson.dumps(rows[0])
 
 
 async def create_job(session: AsyncSession, admin_id: int, fields: dict[str, Any]) -> Job:
@@ -125,4 +135,5 @@ async def delete_job(session: AsyncSession, job_id: int) -> None:
 
 def job_dict(job: Job) -> dict[str, Any]:
     """The public fields of a job, plus `active` for admins."""
-    return {column.key: getattr(job, column.key) for column in _PUBLIC_COLUMNS} | {"active": job.active}
+    fields = {column.key: getattr(job, column.key) for column in _PUBLIC_COLUMNS}
+    return fields | {"active": job.active}
