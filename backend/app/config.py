@@ -108,9 +108,7 @@ class Settings(BaseSettings):
     rate_limit_method_categories: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_METHOD_CATEGORIES)
     )
-    rate_limit_exempt_paths: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_EXEMPT_PATHS)
-    )
+    rate_limit_exempt_paths: list[str] = Field(default_factory=lambda: list(DEFAULT_EXEMPT_PATHS))
     # Web processes sharing the limits (instances x workers). With Redis down each process
     # enforces 1/N of every tier, so the fleet as a whole stays near the configured limit.
     rate_limit_expected_processes: int = Field(4, ge=1)
@@ -234,7 +232,8 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"JWT_SECRET must be set to a random value of at least {MIN_SECRET_LENGTH} "
                     f"characters when ENVIRONMENT={self.environment} "
-                    "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+                    "(generate one with: "
+                    "python -c 'import secrets; print(secrets.token_urlsafe(48))')"
                 )
         return self
 

@@ -32,7 +32,9 @@ def get_current_user(
     try:
         claims = decode_access_token(settings, credentials.credentials)
     except InvalidToken:
-        raise NotAuthenticated("The access token is invalid or expired.", code="invalid_token") from None
+        raise NotAuthenticated(
+            "The access token is invalid or expired.", code="invalid_token"
+        ) from None
     set_user_id(claims.user_id)  # the rest of the request's log lines carry the user
     return claims
 

@@ -140,7 +140,11 @@ async def _validation_error_handler(request: Request, exc: Exception) -> Respons
     assert isinstance(exc, RequestValidationError)
     # Only location, message and type: pydantic's `input` and `ctx` can echo secrets or objects.
     details = [
-        {"loc": list(err.get("loc", ())), "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))}
+        {
+            "loc": list(err.get("loc", ())),
+            "msg": str(err.get("msg", "")),
+            "type": str(err.get("type", "")),
+        }
         for err in exc.errors()
     ]
     return error_response(422, "validation_error", "The request is invalid.", details=details)

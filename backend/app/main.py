@@ -75,7 +75,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware, access_log=settings.enable_request_logging)
     app.include_router(health.router)
     app.include_router(metrics.router)
-    for router in (auth.router, profile.router, jobs.router, tests.router, notifications.router, admin.router):
+    for router in (
+        auth.router,
+        profile.router,
+        jobs.router,
+        tests.router,
+        notifications.router,
+        admin.router,
+    ):
         app.include_router(router)
     return app
 

@@ -23,30 +23,112 @@ ADMIN_EMAIL = "loadtest_admin@test.com"
 ADMIN_PASSWORD = "AdminTest123!"
 CANDIDATE_PASSWORD = "LoadTest123!"
 
-_TITLES = ("Python Developer", "Backend Engineer", "Frontend Developer", "Data Engineer",
-           "DevOps Engineer", "Full Stack Developer", "QA Engineer", "Data Analyst",
-           "Machine Learning Engineer", "Mobile Developer")
+_TITLES = (
+    "Python Developer",
+    "Backend Engineer",
+    "Frontend Developer",
+    "Data Engineer",
+    "DevOps Engineer",
+    "Full Stack Developer",
+    "QA Engineer",
+    "Data Analyst",
+    "Machine Learning Engineer",
+    "Mobile Developer",
+)
 _COMPANIES = ("Acme", "Globex", "Initech", "Umbrella", "Hooli", "Stark Industries", "Wayne Tech")
 _LOCATIONS = ("Berlin", "London", "New York", "Remote", "Lisbon", "Toronto", "Bangalore")
-_SKILLS = ("python", "fastapi", "sql", "postgresql", "aws", "docker", "react", "typescript",
-           "kubernetes", "java", "spark", "pandas", "redis", "go")
+_SKILLS = (
+    "python",
+    "fastapi",
+    "sql",
+    "postgresql",
+    "aws",
+    "docker",
+    "react",
+    "typescript",
+    "kubernetes",
+    "java",
+    "spark",
+    "pandas",
+    "redis",
+    "go",
+)
 _TESTS: tuple[tuple[str, list[dict[str, Any]]], ...] = (
-    ("Python fundamentals", [
-        {"text": "Which keyword defines a function?", "options": ["func", "def", "lambda"], "correct_answer": "def", "points": 1},
-        {"text": "What does len([1, 2, 3]) return?", "options": ["2", "3", "4"], "correct_answer": "3", "points": 1},
-        {"text": "Which type is immutable?", "options": ["list", "dict", "tuple"], "correct_answer": "tuple", "points": 1},
-        {"text": "What does 'await' need?", "options": ["an awaitable", "a thread", "a lock"], "correct_answer": "an awaitable", "points": 2},
-    ]),
-    ("SQL basics", [
-        {"text": "Which clause filters groups?", "options": ["WHERE", "HAVING", "ORDER BY"], "correct_answer": "HAVING", "points": 1},
-        {"text": "Which join keeps all left rows?", "options": ["INNER", "LEFT", "CROSS"], "correct_answer": "LEFT", "points": 1},
-        {"text": "Which index type serves ILIKE '%x%' in Postgres?", "options": ["btree", "gin trigram", "hash"], "correct_answer": "gin trigram", "points": 2},
-    ]),
-    ("Web APIs", [
-        {"text": "Which status means 'created'?", "options": ["200", "201", "204"], "correct_answer": "201", "points": 1},
-        {"text": "Which method is idempotent?", "options": ["POST", "PUT", "PATCH"], "correct_answer": "PUT", "points": 1},
-        {"text": "Which header carries a bearer token?", "options": ["Cookie", "Authorization", "Accept"], "correct_answer": "Authorization", "points": 1},
-    ]),
+    (
+        "Python fundamentals",
+        [
+            {
+                "text": "Which keyword defines a function?",
+                "options": ["func", "def", "lambda"],
+                "correct_answer": "def",
+                "points": 1,
+            },
+            {
+                "text": "What does len([1, 2, 3]) return?",
+                "options": ["2", "3", "4"],
+                "correct_answer": "3",
+                "points": 1,
+            },
+            {
+                "text": "Which type is immutable?",
+                "options": ["list", "dict", "tuple"],
+                "correct_answer": "tuple",
+                "points": 1,
+            },
+            {
+                "text": "What does 'await' need?",
+                "options": ["an awaitable", "a thread", "a lock"],
+                "correct_answer": "an awaitable",
+                "points": 2,
+            },
+        ],
+    ),
+    (
+        "SQL basics",
+        [
+            {
+                "text": "Which clause filters groups?",
+                "options": ["WHERE", "HAVING", "ORDER BY"],
+                "correct_answer": "HAVING",
+                "points": 1,
+            },
+            {
+                "text": "Which join keeps all left rows?",
+                "options": ["INNER", "LEFT", "CROSS"],
+                "correct_answer": "LEFT",
+                "points": 1,
+            },
+            {
+                "text": "Which index type serves ILIKE '%x%' in Postgres?",
+                "options": ["btree", "gin trigram", "hash"],
+                "correct_answer": "gin trigram",
+                "points": 2,
+            },
+        ],
+    ),
+    (
+        "Web APIs",
+        [
+            {
+                "text": "Which status means 'created'?",
+                "options": ["200", "201", "204"],
+                "correct_answer": "201",
+                "points": 1,
+            },
+            {
+                "text": "Which method is idempotent?",
+                "options": ["POST", "PUT", "PATCH"],
+                "correct_answer": "PUT",
+                "points": 1,
+            },
+            {
+                "text": "Which header carries a bearer token?",
+                "options": ["Cookie", "Authorization", "Accept"],
+                "correct_answer": "Authorization",
+                "points": 1,
+            },
+        ],
+    ),
 )
 
 
@@ -63,8 +145,14 @@ async def seed(settings: Settings, *, candidates: int, jobs: int) -> dict[str, i
     try:
         async with database.sessionmaker() as session:
             if not await _emails(session, [ADMIN_EMAIL]):
-                session.add(User(email=ADMIN_EMAIL, password_hash=await asyncio.to_thread(hasher.hash, ADMIN_PASSWORD),
-                                 full_name="Load Test Admin", role="admin"))
+                session.add(
+                    User(
+                        email=ADMIN_EMAIL,
+                        password_hash=await asyncio.to_thread(hasher.hash, ADMIN_PASSWORD),
+                        full_name="Load Test Admin",
+                        role="admin",
+                    )
+                )
                 added["admins"] = 1
             wanted = [f"loadtest_{i}@test.com" for i in range(1, candidates + 1)]
             missing = [email for email in wanted if email not in await _emails(session, wanted)]
@@ -72,29 +160,52 @@ async def seed(settings: Settings, *, candidates: int, jobs: int) -> dict[str, i
                 # One hash shared by the demo accounts: they all have the same password anyway.
                 shared_hash = await asyncio.to_thread(hasher.hash, CANDIDATE_PASSWORD)
                 for email in missing:
-                    user = User(email=email, password_hash=shared_hash, full_name=email.split("@")[0].replace("_", " ").title())
+                    user = User(
+                        email=email,
+                        password_hash=shared_hash,
+                        full_name=email.split("@")[0].replace("_", " ").title(),
+                    )
                     session.add(user)
                     await session.flush()
                     skills = rng.sample(_SKILLS, 4)
-                    session.add(CandidateProfile(
-                        user_id=user.id, skills=skills, experience_years=rng.randint(0, 15),
-                        summary=f"{rng.choice(_TITLES)} experienced with {', '.join(skills)}.",
-                        location=rng.choice(_LOCATIONS),
-                    ))
+                    session.add(
+                        CandidateProfile(
+                            user_id=user.id,
+                            skills=skills,
+                            experience_years=rng.randint(0, 15),
+                            summary=f"{rng.choice(_TITLES)} experienced with {', '.join(skills)}.",
+                            location=rng.choice(_LOCATIONS),
+                        )
+                    )
                 added["candidates"] = len(missing)
             existing_jobs = await session.scalar(select(func.count()).select_from(Job)) or 0
             for _ in range(max(0, jobs - existing_jobs)):
                 title, skills = rng.choice(_TITLES), rng.sample(_SKILLS, 3)
-                session.add(Job(
-                    title=title, company=rng.choice(_COMPANIES), location=rng.choice(_LOCATIONS),
-                    job_type=rng.choice(JOB_TYPES), skills=skills,
-                    description=f"We are hiring a {title.lower()} to build products with {', '.join(skills)}. " * 4,
-                ))
+                session.add(
+                    Job(
+                        title=title,
+                        company=rng.choice(_COMPANIES),
+                        location=rng.choice(_LOCATIONS),
+                        job_type=rng.choice(JOB_TYPES),
+                        skills=skills,
+                        description=(
+                            f"We are hiring a {title.lower()} to build products "
+                            f"with {', '.join(skills)}. "
+                        )
+                        * 4,
+                    )
+                )
                 added["jobs"] += 1
             titles = set(await session.scalars(select(Assessment.title)))
             for title, questions in _TESTS:
                 if title not in titles:
-                    await create_test(session, title=title, duration_minutes=30, description=f"{title} quiz.", questions=questions)
+                    await create_test(
+                        session,
+                        title=title,
+                        duration_minutes=30,
+                        description=f"{title} quiz.",
+                        questions=questions,
+                    )
                     added["tests"] += 1
             await session.commit()
     finally:

@@ -2,8 +2,8 @@
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
 from logging.config import fileConfig
+from typing import Any
 
 from alembic import context
 from sqlalchemy.engine import Connection
@@ -20,7 +20,9 @@ target_metadata = Base.metadata
 
 
 def _include_object_for(dialect: str) -> Callable[..., bool]:
-    def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+    def include_object(
+        obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+    ) -> bool:
         # Indexes declared with .ddl_if(dialect=...) exist only on that dialect.
         condition = getattr(obj, "_ddl_if", None)
         return condition is None or condition.dialect in (None, dialect)

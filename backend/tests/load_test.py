@@ -35,11 +35,14 @@ _outcomes: dict[str, int] = {"requests": 0, "slow": 0, "rate_limited": 0, "serve
 
 def _client_address(number: int) -> str:
     # 198.51.100.0/24 and 203.0.113.0/24 (RFC 5737): header values only, never contacted.
-    return f"{198 if number % 2 else 203}.{51 if number % 2 else 0}.{100 if number % 2 else 113}.{number % 250 + 1}"
+    network = "198.51.100" if number % 2 else "203.0.113"
+    return f"{network}.{number % 250 + 1}"
 
 
-@events.request.add_listener
-def _count(request_type: str, name: str, response_time: float, response: Any, exception: Any, **_: Any) -> None:
+@events.request.add_listener  # type: ignore[untyped-decorator]  # locust is untyped
+def _count(
+    request_type: str, name: str, response_time: float, response: Any, exception: Any, **_: Any
+) -> None:
     _outcomes["requests"] += 1
     if response_time > SLOW_SECONDS * 1000:
         _outcomes["slow"] += 1
@@ -50,13 +53,14 @@ def _count(request_type: str, name: str, response_time: float, response: Any, ex
         _outcomes["server_errors"] += 1
 
 
-@events.quitting.add_listener
+@events.quitting.add_listener  # type: ignore[untyped-decorator]
 def _report(environment: Environment, **_: Any) -> None:
     total = max(_outcomes["requests"], 1)
-    print(  # noqa: T201
+    limited, errors = _outcomes["rate_limited"], _outcomes["server_errors"]
+    print(
         f"requests={_outcomes['requests']} slow(>{SLOW_SECONDS:g}s)={_outcomes['slow']} "
-        f"rate_limited={_outcomes['rate_limited']} ({100 * _outcomes['rate_limited'] / total:.2f}%) "
-        f"server_errors={_outcomes['server_errors']} ({100 * _outcomes['server_errors'] / total:.3f}%)"
+        f"rate_limited={limited} ({100 * limited / total:.2f}%) "
+        f"server_errors={errors} ({100 * errors / total:.3f}%)"
     )
 
 
@@ -71,12 +75,18 @@ class CandidateUser(HttpUser):
         self.client.headers["X-Forwarded-For"] = _client_address(number)
         email = f"loadtest_{number}@test.com"
         response = self.client.post(
-            "/api/auth/login", json={"email": email, "password": CANDIDATE_PASSWORD}, name="/api/auth/login"
+            "/api/auth/login",
+            json={"email": email, "password": CANDIDATE_PASSWORD},
+            name="/api/auth/login",
         )
         if response.status_code == 401:
             response = self.client.post(
                 "/api/auth/register",
-                json={"email": email, "password": CANDIDATE_PASSWORD, "full_name": f"Load Test {number}"},
+                json={
+                    "email": email,
+                    "password": CANDIDATE_PASSWORD,
+                    "full_name": f"Load Test {number}",
+                },
                 name="/api/auth/register",
             )
         token = response.json().get("access_token") if response.ok else None
@@ -116,7 +126,10 @@ class CandidateUser(HttpUser):
         for question in attempt["questions"][:3]:
             self.client.post(
                 f"/api/tests/{attempt['attempt_id']}/answer",
-                json={"question_id": question["id"], "answer_text": random.choice(question["options"])},
+                json={
+                    "question_id": question["id"],
+                    "answer_text": random.choice(question["options"]),
+                },
                 name="/api/tests/[attempt_id]/answer",
             )
             time.sleep(0.5)
@@ -130,7 +143,9 @@ class AdminUser(HttpUser):
     wait_time = between(2, 8)
 
     def on_start(self) -> None:
-        self.client.headers["X-Forwarded-For"] = _client_address(CANDIDATE_POOL + next(_user_numbers))
+        self.client.headers["X-Forwarded-For"] = _client_address(
+            CANDIDATE_POOL + next(_user_numbers)
+        )
         response = self.client.post(
             "/api/auth/admin/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
         )
@@ -151,7 +166,9 @@ class AdminUser(HttpUser):
 
     @task(2)
     def search_candidates(self) -> None:
-        self.client.get("/api/admin/candidates/search?q=python developer", name="/api/admin/candidates/search")
+        self.client.get(
+            "/api/admin/candidates/search?q=python developer", name="/api/admin/candidates/search"
+        )
 
 
 _STAGES: dict[str, list[tuple[int, int, float]]] = {
@@ -166,14 +183,15 @@ SCENARIO = os.environ.get("LOAD_SCENARIO")
 if SCENARIO:
     if SCENARIO not in _STAGES:
         raise SystemExit(f"LOAD_SCENARIO must be one of {', '.join(_STAGES)}")
+    _SCENARIO_STAGES = _STAGES[SCENARIO]
 
     class ScenarioShape(LoadTestShape):
         """Users over time for the chosen scenario; stops by itself at the end."""
 
-        stages = _STAGES[SCENARIO]
+        stages = _SCENARIO_STAGES
 
         def tick(self) -> tuple[int, float] | None:
-            elapsed = self.get_run_time()
+            elapsed = self.get_run_time()  # type: ignore[no-untyped-call]
             for until, users, rate in self.stages:
                 if elapsed < until:
                     return users, rate

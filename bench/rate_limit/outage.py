@@ -70,8 +70,12 @@ async def phase(
         for n in counter:
             address = f"198.19.{(offset + n) // 256 % 256}.{(offset + n) % 256}".encode()
             scope = {
-                "type": "http", "method": "GET", "path": "/api/jobs", "app": app,
-                "headers": [(b"x-forwarded-for", address)], "client": ("127.0.0.1", 5000),
+                "type": "http",
+                "method": "GET",
+                "path": "/api/jobs",
+                "app": app,
+                "headers": [(b"x-forwarded-for", address)],
+                "client": ("127.0.0.1", 5000),
             }
             started = time.perf_counter()
             status = await call(limiter, scope)

@@ -74,9 +74,22 @@ def to_ms(value: str, unit: str) -> float:
 
 def wrk(port: int, seconds: int, script: Path) -> tuple[float, float, float, int, int]:
     out = subprocess.run(
-        ["taskset", "-c", "1", "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency",
-         "-s", str(script), f"http://127.0.0.1:{port}/api/jobs"],
-        capture_output=True, text=True, check=True,
+        [
+            "taskset",
+            "-c",
+            "1",
+            "wrk",
+            "-t1",
+            f"-c{CONNECTIONS}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}/api/jobs",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = re.search(r"^\s+50%\s+([\d.]+)(us|ms|s)", out, re.MULTILINE)
@@ -119,10 +132,24 @@ def main() -> None:
     script.write_text(WRK_SCRIPT)
     redis_port = free_port()
     redis_proc = subprocess.Popen(
-        ["taskset", "-c", "1", shutil.which("redis-server") or "/usr/bin/redis-server",
-         "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "taskset",
+            "-c",
+            "1",
+            shutil.which("redis-server") or "/usr/bin/redis-server",
+            "--port",
+            str(redis_port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     redis_url = f"redis://127.0.0.1:{redis_port}/0"
     store = redis.Redis(port=redis_port)
@@ -145,12 +172,31 @@ def main() -> None:
                 "BENCH_REDIS_URL": redis_url,
                 "PYTHONPATH": f"{ROOT / 'backend'}:{HERE}",
             }
-            servers[variant] = (port, subprocess.Popen(
-                ["taskset", "-c", "0", str(ROOT / ".venv/bin/uvicorn"), "bench_apps:app",
-                 "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop",
-                 "--http", "httptools", "--no-access-log", "--log-level", "warning"],
-                cwd=ROOT / "backend", env=env,
-            ))
+            servers[variant] = (
+                port,
+                subprocess.Popen(
+                    [
+                        "taskset",
+                        "-c",
+                        "0",
+                        str(ROOT / ".venv/bin/uvicorn"),
+                        "bench_apps:app",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                        "--loop",
+                        "uvloop",
+                        "--http",
+                        "httptools",
+                        "--no-access-log",
+                        "--log-level",
+                        "warning",
+                    ],
+                    cwd=ROOT / "backend",
+                    env=env,
+                ),
+            )
         for port, _ in servers.values():
             wait_up(port)
             wrk(port, 2, script)  # warm-up

@@ -89,9 +89,15 @@ async def raw_route() -> Response:
 async def orm_route(session: SessionDep) -> JobPage:
     jobs = (
         await session.scalars(
-            select(Job).where(Job.active.is_(True)).order_by(Job.created_at.desc(), Job.id.desc()).limit(21)
+            select(Job)
+            .where(Job.active.is_(True))
+            .order_by(Job.created_at.desc(), Job.id.desc())
+            .limit(21)
         )
     ).all()
     return JobPage(
-        items=[JobModel.model_validate(job) for job in jobs[:20]], page=1, page_size=20, has_more=len(jobs) > 20
+        items=[JobModel.model_validate(job) for job in jobs[:20]],
+        page=1,
+        page_size=20,
+        has_more=len(jobs) > 20,
     )

@@ -168,9 +168,7 @@ class RateLimitMiddleware:
     """Pure ASGI rate limiter. Reads the RedisService from `scope["app"].state.redis` unless one
     is given; with neither (or no REDIS_URL) it limits in-process at the full limit."""
 
-    def __init__(
-        self, app: ASGIApp, settings: Settings, redis: RedisService | None = None
-    ) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, redis: RedisService | None = None) -> None:
         self.app = app
         self._enabled = settings.rate_limit_enabled
         self._settings = settings

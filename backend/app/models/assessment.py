@@ -19,7 +19,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import BigIntId, Base, JSONType, UTCDateTime, utcnow
+from app.models.base import Base, BigIntId, JSONType, UTCDateTime, utcnow
 
 ATTEMPT_STATUSES = ("in_progress", "completed", "abandoned")
 
@@ -52,9 +52,7 @@ class Question(Base):
 class Attempt(Base):
     __tablename__ = "test_attempts"
     __table_args__ = (
-        CheckConstraint(
-            "status IN ('in_progress', 'completed', 'abandoned')", name="status"
-        ),
+        CheckConstraint("status IN ('in_progress', 'completed', 'abandoned')", name="status"),
         # At most one open attempt per candidate and test, enforced by the database.
         Index(
             "uq_test_attempts_open",

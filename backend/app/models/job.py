@@ -6,7 +6,7 @@ from typing import Any, Literal, get_args
 from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import BigIntId, Base, JSONType, UTCDateTime, utcnow
+from app.models.base import Base, BigIntId, JSONType, UTCDateTime, utcnow
 
 JobType = Literal["Full Time", "Part Time", "Contract", "Internship", "Remote"]
 JOB_TYPES: tuple[str, ...] = get_args(JobType)

@@ -5,7 +5,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import BigIntId, Base, UTCDateTime, utcnow
+from app.models.base import Base, BigIntId, UTCDateTime, utcnow
 
 
 class Notification(Base):

@@ -6,7 +6,8 @@ from typing import Any
 from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.models.base import BigIntId, Base, JSONType, UTCDateTime, utcnow
+from app.models.base import Base, BigIntId, JSONType, UTCDateTime, utcnow
+
 
 class User(Base):
     __tablename__ = "users"

@@ -123,7 +123,9 @@ async def ai_generate(
         )
         invalidate_on_commit(session, TESTS_TAG)
         test_id = test.id
-    return AIGenerateOut.model_validate({"topic": body.topic, "questions": generated, "test_id": test_id})
+    return AIGenerateOut.model_validate(
+        {"topic": body.topic, "questions": generated, "test_id": test_id}
+    )
 
 
 @router.get("/jobs", response_model=JobListOut)
@@ -132,7 +134,12 @@ async def list_all_jobs(
 ) -> Response:
     """Every job, inactive ones included, newest first."""
     body = await jobs.list_jobs_json(
-        connection, search=None, job_type=None, location=None, page=page, page_size=page_size,
+        connection,
+        search=None,
+        job_type=None,
+        location=None,
+        page=page,
+        page_size=page_size,
         include_inactive=True,
     )
     return Response(body, media_type="application/json")
@@ -146,7 +153,9 @@ async def create_job(body: JobCreateIn, user: AdminUser, session: SessionDep) ->
 
 
 @router.patch("/jobs/{job_id}")
-async def update_job(job_id: int, body: JobUpdateIn, user: AdminUser, session: SessionDep) -> AdminJobOut:
+async def update_job(
+    job_id: int, body: JobUpdateIn, user: AdminUser, session: SessionDep
+) -> AdminJobOut:
     """Change the fields sent."""
     job = await jobs.update_job(session, job_id, body.changes())
     return AdminJobOut.model_validate(jobs.job_dict(job))

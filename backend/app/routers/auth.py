@@ -22,18 +22,27 @@ def _passwords(request: Request) -> PasswordService:
 
 
 def _token(settings: SettingsDep, user: User) -> TokenOut:
-    token, lifetime = create_access_token(settings, user.id, "admin" if user.role == "admin" else "candidate")
+    token, lifetime = create_access_token(
+        settings, user.id, "admin" if user.role == "admin" else "candidate"
+    )
     return TokenOut.model_validate(
         {
             "access_token": token,
             "expires_in": lifetime,
-            "user": {"id": user.id, "email": user.email, "full_name": user.full_name, "role": user.role},
+            "user": {
+                "id": user.id,
+                "email": user.email,
+                "full_name": user.full_name,
+                "role": user.role,
+            },
         }
     )
 
 
 @router.post("/register", status_code=status.HTTP_201_CREATED)
-async def register(body: RegisterIn, request: Request, session: SessionDep, settings: SettingsDep) -> TokenOut:
+async def register(
+    body: RegisterIn, request: Request, session: SessionDep, settings: SettingsDep
+) -> TokenOut:
     """Create a candidate account and return an access token (409 if the email is taken)."""
     user = await auth_service.register_candidate(
         session, _passwords(request), body.email, body.password, body.full_name
@@ -42,14 +51,18 @@ async def register(body: RegisterIn, request: Request, session: SessionDep, sett
 
 
 @router.post("/login")
-async def login(body: LoginIn, request: Request, session: SessionDep, settings: SettingsDep) -> TokenOut:
+async def login(
+    body: LoginIn, request: Request, session: SessionDep, settings: SettingsDep
+) -> TokenOut:
     """Exchange email and password for an access token."""
     user = await auth_service.authenticate(session, _passwords(request), body.email, body.password)
     return _token(settings, user)
 
 
 @router.post("/admin/login")
-async def admin_login(body: LoginIn, request: Request, session: SessionDep, settings: SettingsDep) -> TokenOut:
+async def admin_login(
+    body: LoginIn, request: Request, session: SessionDep, settings: SettingsDep
+) -> TokenOut:
     """Like login, for administrator accounts only."""
     user = await auth_service.authenticate(
         session, _passwords(request), body.email, body.password, admin_only=True
@@ -79,5 +92,7 @@ async def reset_password(
     body: ResetPasswordIn, request: Request, session: SessionDep, settings: SettingsDep
 ) -> MessageOut:
     """Set a new password with the token from the reset email (single use, 30 minutes)."""
-    await auth_service.reset_password(session, settings, _passwords(request), body.token, body.new_password)
+    await auth_service.reset_password(
+        session, settings, _passwords(request), body.token, body.new_password
+    )
     return MessageOut(message="Your password has been changed.")

@@ -31,7 +31,11 @@ async def list_jobs(
     async def compute() -> bytes:
         async with get_database(request).read_engine.connect() as connection:
             return await jobs.list_jobs_json(
-                connection, search=search, job_type=job_type, location=location, page=page,
+                connection,
+                search=search,
+                job_type=job_type,
+                location=location,
+                page=page,
                 page_size=page_size,
             )
 

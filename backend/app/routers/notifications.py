@@ -21,11 +21,17 @@ async def list_notifications(
 ) -> NotificationListOut:
     """Newest first, with the number still unread."""
     return NotificationListOut.model_validate(
-        await notifications.list_notifications(session, user.user_id, unread_only=unread_only, limit=limit)
+        await notifications.list_notifications(
+            session, user.user_id, unread_only=unread_only, limit=limit
+        )
     )
 
 
 @router.post("/{notification_id}/read")
-async def mark_read(notification_id: int, user: CurrentUser, session: SessionDep) -> NotificationOut:
+async def mark_read(
+    notification_id: int, user: CurrentUser, session: SessionDep
+) -> NotificationOut:
     """Mark one notification read (idempotent)."""
-    return NotificationOut.model_validate(await notifications.mark_read(session, user.user_id, notification_id))
+    return NotificationOut.model_validate(
+        await notifications.mark_read(session, user.user_id, notification_id)
+    )

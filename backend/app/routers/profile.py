@@ -43,9 +43,13 @@ async def get_profile(user: CandidateUser, session: SessionDep) -> ProfileOut:
 
 
 @router.patch("")
-async def update_profile(body: ProfileUpdateIn, user: CandidateUser, session: SessionDep) -> ProfileOut:
+async def update_profile(
+    body: ProfileUpdateIn, user: CandidateUser, session: SessionDep
+) -> ProfileOut:
     """Change the fields sent; others stay as they are."""
-    changes = body.changes(nullable=frozenset({"phone", "location", "summary", "skills", "experience_years"}))
+    changes = body.changes(
+        nullable=frozenset({"phone", "location", "summary", "skills", "experience_years"})
+    )
     view = await profiles.update_profile(session, user.user_id, changes)
     return ProfileOut.model_validate(view.as_dict())
 
@@ -68,7 +72,9 @@ async def _read_resume(request: Request, limit: int) -> tuple[str, bytes, str | 
     async with Request(request.scope, receive).form(max_files=1, max_fields=4) as form:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
-            raise InvalidInput("Send the resume as the multipart field 'file'.", code="file_missing")
+            raise InvalidInput(
+                "Send the resume as the multipart field 'file'.", code="file_missing"
+            )
         data = await upload.read(limit + 1)
         if len(data) > limit:
             raise PayloadTooLarge(f"The resume must be at most {limit // 1024} KiB.")

@@ -48,7 +48,10 @@ async def start_test(
 async def submit_answers(body: SubmitIn, user: CandidateUser, session: SessionDep) -> SubmitOut:
     """Save several answers at once (all or none); the attempt stays open until completed."""
     await assessments.save_answers(
-        session, user.user_id, body.attempt_id, [(a.question_id, a.answer_text) for a in body.answers]
+        session,
+        user.user_id,
+        body.attempt_id,
+        [(a.question_id, a.answer_text) for a in body.answers],
     )
     return SubmitOut(attempt_id=body.attempt_id, saved=len(body.answers))
 
@@ -56,7 +59,9 @@ async def submit_answers(body: SubmitIn, user: CandidateUser, session: SessionDe
 @router.post("/complete")
 async def complete_test(body: CompleteIn, user: CandidateUser, session: SessionDep) -> ResultOut:
     """Finish and score the attempt; calling again returns the same result."""
-    return ResultOut.model_validate(await assessments.complete_attempt(session, user.user_id, body.attempt_id))
+    return ResultOut.model_validate(
+        await assessments.complete_attempt(session, user.user_id, body.attempt_id)
+    )
 
 
 @router.post("/{attempt_id}/answer")

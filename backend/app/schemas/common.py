@@ -15,7 +15,9 @@ class StrictModel(BaseModel):
     def changes(self, *, nullable: frozenset[str] = frozenset()) -> dict[str, Any]:
         """The fields the client sent (PATCH semantics); null only where a field allows it."""
         sent = self.model_dump(exclude_unset=True)
-        nulls = sorted(name for name, value in sent.items() if value is None and name not in nullable)
+        nulls = sorted(
+            name for name, value in sent.items() if value is None and name not in nullable
+        )
         if nulls:
             raise InvalidInput("These fields cannot be null.", code="null_field", fields=nulls)
         return sent

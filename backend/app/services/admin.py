@@ -35,7 +35,9 @@ async def dashboard(connection: AsyncConnection) -> dict[str, Any]:
         await connection.execute(
             select(
                 func.count(),
-                func.coalesce(func.sum(case((CandidateProfile.resume_status == "parsed", 1), else_=0)), 0),
+                func.coalesce(
+                    func.sum(case((CandidateProfile.resume_status == "parsed", 1), else_=0)), 0
+                ),
             ).select_from(CandidateProfile)
         )
     ).one()
@@ -72,15 +74,21 @@ async def dashboard(connection: AsyncConnection) -> dict[str, Any]:
     }
 
 
-async def list_candidates(connection: AsyncConnection, *, page: int, page_size: int) -> dict[str, Any]:
+async def list_candidates(
+    connection: AsyncConnection, *, page: int, page_size: int
+) -> dict[str, Any]:
     rows = (
-        await connection.execute(
-            candidates_query()
-            .order_by(User.created_at.desc(), User.id.desc())
-            .limit(page_size + 1)
-            .offset((page - 1) * page_size)
+        (
+            await connection.execute(
+                candidates_query()
+                .order_by(User.created_at.desc(), User.id.desc())
+                .limit(page_size + 1)
+                .offset((page - 1) * page_size)
+            )
         )
-    ).mappings().all()
+        .mappings()
+        .all()
+    )
     return {
         "items": [dict(row) for row in rows[:page_size]],
         "page": page,
@@ -112,12 +120,16 @@ async def list_results(
     if test_id is not None:
         statement = statement.where(Attempt.test_id == test_id)
     rows = (
-        await connection.execute(
-            statement.order_by(Attempt.completed_at.desc(), Attempt.id.desc())
-            .limit(page_size + 1)
-            .offset((page - 1) * page_size)
+        (
+            await connection.execute(
+                statement.order_by(Attempt.completed_at.desc(), Attempt.id.desc())
+                .limit(page_size + 1)
+                .offset((page - 1) * page_size)
+            )
         )
-    ).mappings().all()
+        .mappings()
+        .all()
+    )
     items = []
     for row in rows[:page_size]:
         item = dict(row)

@@ -63,7 +63,9 @@ async def _attempt_view(session: AsyncSession, cache: Cache, attempt: Attempt) -
 async def _find_open_attempt(session: AsyncSession, user_id: int, test_id: int) -> Attempt | None:
     result: Attempt | None = await session.scalar(
         select(Attempt)
-        .where(Attempt.user_id == user_id, Attempt.test_id == test_id, Attempt.status == "in_progress")
+        .where(
+            Attempt.user_id == user_id, Attempt.test_id == test_id, Attempt.status == "in_progress"
+        )
         .with_for_update()
     )
     return result
@@ -138,20 +140,31 @@ async def save_answers(
     attempt = await _lock_open_attempt(session, user_id, attempt_id)
     question_ids = [question_id for question_id, _ in answers]
     if len(set(question_ids)) != len(question_ids):
-        raise InvalidInput("Each question may be answered once per request.", code="duplicate_question")
+        raise InvalidInput(
+            "Each question may be answered once per request.", code="duplicate_question"
+        )
     known = set(
         await session.scalars(
-            select(Question.id).where(Question.test_id == attempt.test_id, Question.id.in_(question_ids))
+            select(Question.id).where(
+                Question.test_id == attempt.test_id, Question.id.in_(question_ids)
+            )
         )
     )
     unknown = sorted(set(question_ids) - known)
     if unknown:
         raise InvalidInput(
-            "Some questions do not belong to this test.", code="unknown_question", question_ids=unknown
+            "Some questions do not belong to this test.",
+            code="unknown_question",
+            question_ids=unknown,
         )
     now = utcnow()
     rows = [
-        {"attempt_id": attempt.id, "question_id": question_id, "answer_text": text, "answered_at": now}
+        {
+            "attempt_id": attempt.id,
+            "question_id": question_id,
+            "answer_text": text,
+            "answered_at": now,
+        }
         for question_id, text in answers
     ]
     await session.execute(_upsert_answers(session.get_bind().dialect.name, rows))
@@ -176,7 +189,9 @@ async def complete_attempt(session: AsyncSession, user_id: int, attempt_id: int)
     # and only the first finds it in progress.
     claimed = await session.execute(
         update(Attempt)
-        .where(Attempt.id == attempt_id, Attempt.user_id == user_id, Attempt.status == "in_progress")
+        .where(
+            Attempt.id == attempt_id, Attempt.user_id == user_id, Attempt.status == "in_progress"
+        )
         .values(status="completed", completed_at=now)
         .returning(Attempt.test_id)
     )
@@ -219,7 +234,6 @@ async def complete_attempt(session: AsyncSession, user_id: int, attempt_id: int)
     return _result(attempt)
 
 
-
 async def create_test(
     session: AsyncSession,
     *,
@@ -229,7 +243,9 @@ async def create_test(
     questions: list[dict[str, Any]],
 ) -> Assessment:
     """A new active test with its questions (each: text, options, correct_answer, points)."""
-    test = Assessment(title=title, description=description, duration_minutes=duration_minutes, active=True)
+    test = Assessment(
+        title=title, description=description, duration_minutes=duration_minutes, active=True
+    )
     session.add(test)
     await session.flush()
     session.add_all(

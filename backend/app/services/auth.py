@@ -78,7 +78,9 @@ async def authenticate(
     return user
 
 
-async def request_password_reset(session: AsyncSession, settings: Settings, email: str) -> str | None:
+async def request_password_reset(
+    session: AsyncSession, settings: Settings, email: str
+) -> str | None:
     """A reset token for the account with this email, or None (never shown to the client)."""
     user = await session.scalar(select(User).where(User.email == normalise_email(email)))
     if user is None or not user.is_active:
@@ -87,7 +89,11 @@ async def request_password_reset(session: AsyncSession, settings: Settings, emai
 
 
 async def reset_password(
-    session: AsyncSession, settings: Settings, passwords: PasswordService, token: str, new_password: str
+    session: AsyncSession,
+    settings: Settings,
+    passwords: PasswordService,
+    token: str,
+    new_password: str,
 ) -> None:
     """Set a new password if the reset token is valid and unused."""
     invalid = BadRequest("The reset link is invalid or has expired.", code="invalid_reset_token")

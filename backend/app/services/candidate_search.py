@@ -46,7 +46,9 @@ def _escape_like(term: str) -> str:
     return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-async def search_candidates(connection: AsyncConnection, query: str, limit: int) -> list[dict[str, Any]]:
+async def search_candidates(
+    connection: AsyncConnection, query: str, limit: int
+) -> list[dict[str, Any]]:
     """Candidates matching any term, best first (ties by newest id), with their score."""
     terms = query_terms(query)
     if not terms:
@@ -57,13 +59,17 @@ async def search_candidates(connection: AsyncConnection, query: str, limit: int)
         conditions.append(CandidateProfile.summary.ilike(pattern, escape="\\"))
         conditions.append(cast(CandidateProfile.skills, String).ilike(pattern, escape="\\"))
     rows = (
-        await connection.execute(
-            candidates_query()
-            .where(or_(*conditions))
-            .order_by(User.id.desc())
-            .limit(PREFILTER_LIMIT)
+        (
+            await connection.execute(
+                candidates_query()
+                .where(or_(*conditions))
+                .order_by(User.id.desc())
+                .limit(PREFILTER_LIMIT)
+            )
         )
-    ).mappings().all()
+        .mappings()
+        .all()
+    )
     ranked = []
     for row in rows:
         score = score_candidate(terms, list(row["skills"] or []), row["summary"])

@@ -49,12 +49,16 @@ async def mark_read(session: AsyncSession, user_id: int, notification_id: int) -
         .values(read_at=utcnow())
     )
     row = (
-        await session.execute(
-            select(*_COLUMNS).where(
-                Notification.id == notification_id, Notification.user_id == user_id
+        (
+            await session.execute(
+                select(*_COLUMNS).where(
+                    Notification.id == notification_id, Notification.user_id == user_id
+                )
             )
         )
-    ).mappings().one_or_none()
+        .mappings()
+        .one_or_none()
+    )
     if row is None:
         raise NotFound("Notification not found.")
     return dict(row)

@@ -46,7 +46,9 @@ class ProfileView:
         }
 
 
-async def get_profile(session: AsyncSession, user_id: int, *, for_update: bool = False) -> ProfileView:
+async def get_profile(
+    session: AsyncSession, user_id: int, *, for_update: bool = False
+) -> ProfileView:
     """The user's profile (NotFound if the account is gone)."""
     statement = (
         select(User, CandidateProfile)
@@ -61,7 +63,9 @@ async def get_profile(session: AsyncSession, user_id: int, *, for_update: bool =
     return ProfileView(user=row[0], profile=row[1])
 
 
-async def update_profile(session: AsyncSession, user_id: int, changes: dict[str, Any]) -> ProfileView:
+async def update_profile(
+    session: AsyncSession, user_id: int, changes: dict[str, Any]
+) -> ProfileView:
     """Apply the given fields (only those present in the request)."""
     view = await get_profile(session, user_id, for_update=True)
     if "full_name" in changes:

@@ -46,9 +46,7 @@ class RedisScript:
         self._lua = lua.encode()
         self.sha = hashlib.sha1(self._lua).hexdigest()
 
-    async def __call__(
-        self, keys: Sequence[str | bytes], args: Sequence[ScriptArg] = ()
-    ) -> Any:
+    async def __call__(self, keys: Sequence[str | bytes], args: Sequence[ScriptArg] = ()) -> Any:
         """Run the script. On Cluster all `keys` must share one {hash tag}. Raises RedisError."""
         client = self._service.client
         if client is None:

@@ -28,19 +28,26 @@ async def test_register_returns_token_for_new_candidate(client: httpx.AsyncClien
 async def test_register_duplicate_email_is_409_case_insensitive(client: httpx.AsyncClient) -> None:
     await register_candidate(client, email="dup@example.com")
     response = await client.post(
-        "/api/auth/register", json={"email": "DUP@example.com", "password": PASSWORD, "full_name": "X"}
+        "/api/auth/register",
+        json={"email": "DUP@example.com", "password": PASSWORD, "full_name": "X"},
     )
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "email_taken"
 
 
 async def test_register_validation_error_shape(client: httpx.AsyncClient) -> None:
-    response = await client.post("/api/auth/register", json={"email": "not-an-email", "password": "short"})
+    response = await client.post(
+        "/api/auth/register", json={"email": "not-an-email", "password": "short"}
+    )
     assert response.status_code == 422
     error = response.json()["error"]
     assert error["code"] == "validation_error"
     fields = {tuple(detail["loc"]) for detail in error["details"]}
-    assert ("body", "email") in fields and ("body", "password") in fields and ("body", "full_name") in fields
+    assert (
+        ("body", "email") in fields
+        and ("body", "password") in fields
+        and ("body", "full_name") in fields
+    )
     assert "input" not in str(error["details"])
 
 
@@ -48,20 +55,30 @@ async def test_concurrent_registrations_of_one_email_create_one_user(
     client: httpx.AsyncClient, app: FastAPI
 ) -> None:
     payload = {"email": "race@example.com", "password": PASSWORD, "full_name": "Racer"}
-    responses = await asyncio.gather(*(client.post("/api/auth/register", json=payload) for _ in range(20)))
+    responses = await asyncio.gather(
+        *(client.post("/api/auth/register", json=payload) for _ in range(20))
+    )
     statuses = sorted(response.status_code for response in responses)
     assert statuses == [201] + [409] * 19
     async with app.state.database.sessionmaker() as session:
-        count = await session.scalar(select(func.count()).select_from(User).where(User.email == "race@example.com"))
+        count = await session.scalar(
+            select(func.count()).select_from(User).where(User.email == "race@example.com")
+        )
     assert count == 1
 
 
 async def test_login_and_wrong_password(client: httpx.AsyncClient) -> None:
     await register_candidate(client, email="login@example.com")
-    ok = await client.post("/api/auth/login", json={"email": "LOGIN@example.com", "password": PASSWORD})
+    ok = await client.post(
+        "/api/auth/login", json={"email": "LOGIN@example.com", "password": PASSWORD}
+    )
     assert ok.status_code == 200 and ok.json()["user"]["email"] == "login@example.com"
-    wrong = await client.post("/api/auth/login", json={"email": "login@example.com", "password": "nope-nope"})
-    unknown = await client.post("/api/auth/login", json={"email": "ghost@example.com", "password": PASSWORD})
+    wrong = await client.post(
+        "/api/auth/login", json={"email": "login@example.com", "password": "nope-nope"}
+    )
+    unknown = await client.post(
+        "/api/auth/login", json={"email": "ghost@example.com", "password": PASSWORD}
+    )
     assert wrong.status_code == unknown.status_code == 401
     assert wrong.json() == unknown.json()
     assert wrong.json()["error"]["code"] == "invalid_credentials"
@@ -69,10 +86,14 @@ async def test_login_and_wrong_password(client: httpx.AsyncClient) -> None:
 
 async def test_admin_login_only_for_admins(client: httpx.AsyncClient, app: FastAPI) -> None:
     await register_candidate(client, email="cand@example.com")
-    refused = await client.post("/api/auth/admin/login", json={"email": "cand@example.com", "password": PASSWORD})
+    refused = await client.post(
+        "/api/auth/admin/login", json={"email": "cand@example.com", "password": PASSWORD}
+    )
     assert refused.status_code == 403
     await create_admin(app, "boss@example.com")
-    accepted = await client.post("/api/auth/admin/login", json={"email": "boss@example.com", "password": PASSWORD})
+    accepted = await client.post(
+        "/api/auth/admin/login", json={"email": "boss@example.com", "password": PASSWORD}
+    )
     assert accepted.status_code == 200
     assert accepted.json()["user"]["role"] == "admin"
 
@@ -91,22 +112,33 @@ async def test_reset_password_works_once(client: httpx.AsyncClient, app: FastAPI
         user = await session.get(User, body["user"]["id"])
         assert user is not None
         token = create_password_reset_token(app.state.settings, user.id, user.password_hash)
-    changed = await client.post("/api/auth/reset-password", json={"token": token, "new_password": "BrandNew123!"})
+    changed = await client.post(
+        "/api/auth/reset-password", json={"token": token, "new_password": "BrandNew123!"}
+    )
     assert changed.status_code == 200
-    login = await client.post("/api/auth/login", json={"email": "reset@example.com", "password": "BrandNew123!"})
+    login = await client.post(
+        "/api/auth/login", json={"email": "reset@example.com", "password": "BrandNew123!"}
+    )
     assert login.status_code == 200
-    again = await client.post("/api/auth/reset-password", json={"token": token, "new_password": "Another123!"})
+    again = await client.post(
+        "/api/auth/reset-password", json={"token": token, "new_password": "Another123!"}
+    )
     assert again.status_code == 400 and again.json()["error"]["code"] == "invalid_reset_token"
     # An access token is not a reset token.
     misuse = await client.post(
-        "/api/auth/reset-password", json={"token": body["access_token"], "new_password": "Another123!"}
+        "/api/auth/reset-password",
+        json={"token": body["access_token"], "new_password": "Another123!"},
     )
     assert misuse.status_code == 400
 
 
 async def test_protected_routes_need_a_valid_token(client: httpx.AsyncClient) -> None:
     assert (await client.get("/api/profile")).status_code == 401
-    forged = jwt.encode({"sub": "1", "role": "admin", "exp": 4102444800, "iat": 0}, "wrong-key-" * 5, algorithm="HS256")
+    forged = jwt.encode(
+        {"sub": "1", "role": "admin", "exp": 4102444800, "iat": 0},
+        "wrong-key-" * 5,
+        algorithm="HS256",
+    )
     response = await client.get("/api/admin/dashboard", headers=auth(forged))
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "invalid_token"

@@ -13,7 +13,10 @@ def docx_bytes(text: str) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("[Content_Types].xml", "<Types/>")
-        archive.writestr("word/document.xml", f"<w:document><w:body><w:p><w:r><w:t>{text}</w:t></w:r></w:p></w:body></w:document>")
+        archive.writestr(
+            "word/document.xml",
+            f"<w:document><w:body><w:p><w:r><w:t>{text}</w:t></w:r></w:p></w:body></w:document>",
+        )
     return buffer.getvalue()
 
 
@@ -25,7 +28,12 @@ async def test_get_and_patch_profile(client: httpx.AsyncClient) -> None:
     patched = await client.patch(
         "/api/profile",
         headers=auth(token),
-        json={"summary": "Backend engineer", "skills": [" python ", "sql"], "experience_years": 5, "location": "Lisbon"},
+        json={
+            "summary": "Backend engineer",
+            "skills": [" python ", "sql"],
+            "experience_years": 5,
+            "location": "Lisbon",
+        },
     )
     assert patched.status_code == 200, patched.text
     body = patched.json()
@@ -36,9 +44,16 @@ async def test_get_and_patch_profile(client: httpx.AsyncClient) -> None:
     assert cleared.json()["location"] is None and cleared.json()["summary"] == "Backend engineer"
 
 
-async def test_patch_profile_rejects_bad_input_and_writes_nothing(client: httpx.AsyncClient) -> None:
+async def test_patch_profile_rejects_bad_input_and_writes_nothing(
+    client: httpx.AsyncClient,
+) -> None:
     token = await candidate_token(client)
-    for payload in ({"experience_years": -1}, {"unknown": 1}, {"full_name": None}, {"skills": ["x" * 61]}):
+    for payload in (
+        {"experience_years": -1},
+        {"unknown": 1},
+        {"full_name": None},
+        {"skills": ["x" * 61]},
+    ):
         response = await client.patch("/api/profile", headers=auth(token), json=payload)
         assert response.status_code == 422, payload
         assert response.json()["error"]["code"] in {"validation_error", "null_field"}
@@ -56,7 +71,7 @@ async def test_resume_upload_accepts_pdf_docx_txt(client: httpx.AsyncClient) -> 
     files = {
         "cv.pdf": (b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\n%%EOF", "application/pdf"),
         "cv.docx": (docx_bytes("Python developer"), DOCX),
-        "cv.txt": ("Python developer, 5 years".encode(), "text/plain"),
+        "cv.txt": (b"Python developer, 5 years", "text/plain"),
     }
     for name, (data, content_type) in files.items():
         response = await client.post(
@@ -66,7 +81,12 @@ async def test_resume_upload_accepts_pdf_docx_txt(client: httpx.AsyncClient) -> 
         assert response.json()["filename"] == name
         status = (await client.get("/api/profile/resume-status", headers=auth(token))).json()
         # The in-process queue may already be working on it; parsing is tested in tests/worker.
-        assert status["filename"] == name and status["status"] in {"queued", "processing", "parsed", "failed"}
+        assert status["filename"] == name and status["status"] in {
+            "queued",
+            "processing",
+            "parsed",
+            "failed",
+        }
 
 
 async def test_resume_upload_rejects_mismatched_or_unknown_types(client: httpx.AsyncClient) -> None:
@@ -79,7 +99,9 @@ async def test_resume_upload_rejects_mismatched_or_unknown_types(client: httpx.A
         (("cv.txt", b"", "text/plain"), 422, "empty_file"),
     ]
     for file, status_code, code in cases:
-        response = await client.post("/api/profile/resume", headers=auth(token), files={"file": file})
+        response = await client.post(
+            "/api/profile/resume", headers=auth(token), files={"file": file}
+        )
         assert response.status_code == status_code, (file[0], response.text)
         assert response.json()["error"]["code"] == code
     status = (await client.get("/api/profile/resume-status", headers=auth(token))).json()
@@ -90,7 +112,9 @@ async def test_resume_upload_size_limit(client: httpx.AsyncClient, app: FastAPI)
     token = await candidate_token(client)
     too_big = b"a" * (app.state.settings.max_resume_bytes + 1)
     response = await client.post(
-        "/api/profile/resume", headers=auth(token), files={"file": ("cv.txt", too_big, "text/plain")}
+        "/api/profile/resume",
+        headers=auth(token),
+        files={"file": ("cv.txt", too_big, "text/plain")},
     )
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "payload_too_large"

@@ -18,13 +18,21 @@ async def _start(client: httpx.AsyncClient, token: str, test_id: int) -> dict:  
     return response.json()  # type: ignore[no-any-return]
 
 
-async def test_available_lists_active_tests_with_counts(client: httpx.AsyncClient, app: FastAPI) -> None:
+async def test_available_lists_active_tests_with_counts(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
     test, _ = await create_test(app, questions=4)
     await create_test(app, active=False)
     token = await candidate_token(client)
     available = (await client.get("/api/tests/available", headers=auth(token))).json()
     assert available == [
-        {"id": test.id, "title": "Python basics", "description": "Warm-up", "duration_minutes": 30, "question_count": 4}
+        {
+            "id": test.id,
+            "title": "Python basics",
+            "description": "Warm-up",
+            "duration_minutes": 30,
+            "question_count": 4,
+        }
     ]
     assert (await client.get("/api/tests/available")).status_code == 401
 
@@ -37,29 +45,45 @@ async def test_full_attempt_scores_correct_answers(client: httpx.AsyncClient, ap
     assert [q["id"] for q in attempt["questions"]] == [q.id for q in questions]
     assert all("correct_answer" not in q for q in attempt["questions"])
 
-    # Answer q1 wrong, then replace it with the right one (idempotent upsert); q2 right (case/space-insensitive).
+    # q1 wrong, then replaced by the right one (idempotent upsert); q2 right, ignoring case/space.
     attempt_id = attempt["attempt_id"]
-    for question_id, text in ((questions[0].id, "A"), (questions[0].id, "B"), (questions[1].id, "  b ")):
+    for question_id, text in (
+        (questions[0].id, "A"),
+        (questions[0].id, "B"),
+        (questions[1].id, "  b "),
+    ):
         answered = await client.post(
-            f"/api/tests/{attempt_id}/answer", headers=auth(token), json={"question_id": question_id, "answer_text": text}
+            f"/api/tests/{attempt_id}/answer",
+            headers=auth(token),
+            json={"question_id": question_id, "answer_text": text},
         )
         assert answered.status_code == 200, answered.text
     submitted = await client.post(
-        "/api/tests/submit", headers=auth(token),
-        json={"attempt_id": attempt_id, "answers": [{"question_id": questions[2].id, "answer_text": "C"}]},
+        "/api/tests/submit",
+        headers=auth(token),
+        json={
+            "attempt_id": attempt_id,
+            "answers": [{"question_id": questions[2].id, "answer_text": "C"}],
+        },
     )
     assert submitted.json() == {"attempt_id": attempt_id, "saved": 1}
 
-    result = await client.post("/api/tests/complete", headers=auth(token), json={"attempt_id": attempt_id})
+    result = await client.post(
+        "/api/tests/complete", headers=auth(token), json={"attempt_id": attempt_id}
+    )
     assert result.status_code == 200
     body = result.json()
     assert body["status"] == "completed" and body["score"] == 3.0 and body["max_score"] == 6.0
 
     late = await client.post(
-        f"/api/tests/{attempt_id}/answer", headers=auth(token), json={"question_id": questions[2].id, "answer_text": "B"}
+        f"/api/tests/{attempt_id}/answer",
+        headers=auth(token),
+        json={"question_id": questions[2].id, "answer_text": "B"},
     )
     assert late.status_code == 409 and late.json()["error"]["code"] == "attempt_completed"
-    again = await client.post("/api/tests/complete", headers=auth(token), json={"attempt_id": attempt_id})
+    again = await client.post(
+        "/api/tests/complete", headers=auth(token), json={"attempt_id": attempt_id}
+    )
     assert again.json() == body
 
     notes = (await client.get("/api/notifications", headers=auth(token))).json()
@@ -73,51 +97,72 @@ async def test_start_resumes_the_open_attempt(client: httpx.AsyncClient, app: Fa
     assert len({attempt["attempt_id"] for attempt in attempts}) == 1
 
 
-async def test_expired_attempt_rejects_answers_and_restarts(client: httpx.AsyncClient, app: FastAPI) -> None:
+async def test_expired_attempt_rejects_answers_and_restarts(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
     test, questions = await create_test(app)
     token = await candidate_token(client)
     attempt = await _start(client, token, test.id)
     async with app.state.database.sessionmaker() as session:
         await session.execute(
-            update(Attempt).where(Attempt.id == attempt["attempt_id"]).values(expires_at=utcnow() - timedelta(seconds=1))
+            update(Attempt)
+            .where(Attempt.id == attempt["attempt_id"])
+            .values(expires_at=utcnow() - timedelta(seconds=1))
         )
         await session.commit()
     late = await client.post(
-        f"/api/tests/{attempt['attempt_id']}/answer", headers=auth(token),
+        f"/api/tests/{attempt['attempt_id']}/answer",
+        headers=auth(token),
         json={"question_id": questions[0].id, "answer_text": "B"},
     )
     assert late.status_code == 409 and late.json()["error"]["code"] == "attempt_expired"
     fresh = await _start(client, token, test.id)
     assert fresh["attempt_id"] != attempt["attempt_id"]
-    abandoned = await client.post("/api/tests/complete", headers=auth(token), json={"attempt_id": attempt["attempt_id"]})
+    abandoned = await client.post(
+        "/api/tests/complete", headers=auth(token), json={"attempt_id": attempt["attempt_id"]}
+    )
     assert abandoned.status_code == 409 and abandoned.json()["error"]["code"] == "attempt_abandoned"
 
 
 async def test_submit_is_all_or_nothing(client: httpx.AsyncClient, app: FastAPI) -> None:
     test, questions = await create_test(app)
-    other_test, other_questions = await create_test(app)
+    _, other_questions = await create_test(app)
     token = await candidate_token(client)
     attempt = await _start(client, token, test.id)
     bad = await client.post(
-        "/api/tests/submit", headers=auth(token),
-        json={"attempt_id": attempt["attempt_id"], "answers": [
-            {"question_id": questions[0].id, "answer_text": "B"},
-            {"question_id": other_questions[0].id, "answer_text": "B"},
-        ]},
+        "/api/tests/submit",
+        headers=auth(token),
+        json={
+            "attempt_id": attempt["attempt_id"],
+            "answers": [
+                {"question_id": questions[0].id, "answer_text": "B"},
+                {"question_id": other_questions[0].id, "answer_text": "B"},
+            ],
+        },
     )
     assert bad.status_code == 422
     assert bad.json()["error"] == {
-        "code": "unknown_question", "message": "Some questions do not belong to this test.",
+        "code": "unknown_question",
+        "message": "Some questions do not belong to this test.",
         "question_ids": [other_questions[0].id],
     }
     duplicate = await client.post(
-        "/api/tests/submit", headers=auth(token),
-        json={"attempt_id": attempt["attempt_id"], "answers": [
-            {"question_id": questions[0].id, "answer_text": "B"}, {"question_id": questions[0].id, "answer_text": "C"},
-        ]},
+        "/api/tests/submit",
+        headers=auth(token),
+        json={
+            "attempt_id": attempt["attempt_id"],
+            "answers": [
+                {"question_id": questions[0].id, "answer_text": "B"},
+                {"question_id": questions[0].id, "answer_text": "C"},
+            ],
+        },
     )
     assert duplicate.status_code == 422
-    result = (await client.post("/api/tests/complete", headers=auth(token), json={"attempt_id": attempt["attempt_id"]})).json()
+    result = (
+        await client.post(
+            "/api/tests/complete", headers=auth(token), json={"attempt_id": attempt["attempt_id"]}
+        )
+    ).json()
     assert result["score"] == 0.0  # nothing from the rejected requests was saved
 
 
@@ -126,27 +171,50 @@ async def test_attempts_are_private(client: httpx.AsyncClient, app: FastAPI) -> 
     owner, intruder = await candidate_token(client), await candidate_token(client)
     attempt = await _start(client, owner, test.id)
     for path, payload in (
-        (f"/api/tests/{attempt['attempt_id']}/answer", {"question_id": questions[0].id, "answer_text": "B"}),
+        (
+            f"/api/tests/{attempt['attempt_id']}/answer",
+            {"question_id": questions[0].id, "answer_text": "B"},
+        ),
         ("/api/tests/complete", {"attempt_id": attempt["attempt_id"]}),
-        ("/api/tests/submit", {"attempt_id": attempt["attempt_id"], "answers": [{"question_id": questions[0].id, "answer_text": "B"}]}),
+        (
+            "/api/tests/submit",
+            {
+                "attempt_id": attempt["attempt_id"],
+                "answers": [{"question_id": questions[0].id, "answer_text": "B"}],
+            },
+        ),
     ):
         response = await client.post(path, headers=auth(intruder), json=payload)
         assert response.status_code == 404, path
-    assert (await client.post("/api/tests/start", headers=auth(owner), json={"test_id": 987654})).status_code == 404
+    assert (
+        await client.post("/api/tests/start", headers=auth(owner), json={"test_id": 987654})
+    ).status_code == 404
     admin = await admin_token(app, client)
-    assert (await client.post("/api/tests/start", headers=auth(admin), json={"test_id": test.id})).status_code == 403
+    assert (
+        await client.post("/api/tests/start", headers=auth(admin), json={"test_id": test.id})
+    ).status_code == 403
 
 
-async def test_concurrent_completes_score_exactly_once(client: httpx.AsyncClient, app: FastAPI) -> None:
+async def test_concurrent_completes_score_exactly_once(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
     test, questions = await create_test(app)
     token = await candidate_token(client)
     attempt = await _start(client, token, test.id)
     await client.post(
-        f"/api/tests/{attempt['attempt_id']}/answer", headers=auth(token),
+        f"/api/tests/{attempt['attempt_id']}/answer",
+        headers=auth(token),
         json={"question_id": questions[1].id, "answer_text": "B"},
     )
     responses = await asyncio.gather(
-        *(client.post("/api/tests/complete", headers=auth(token), json={"attempt_id": attempt["attempt_id"]}) for _ in range(20))
+        *(
+            client.post(
+                "/api/tests/complete",
+                headers=auth(token),
+                json={"attempt_id": attempt["attempt_id"]},
+            )
+            for _ in range(20)
+        )
     )
     assert {response.status_code for response in responses} == {200}
     assert len({response.text for response in responses}) == 1

@@ -29,12 +29,16 @@ async def test_a_failing_commit_is_an_error_response_and_writes_nothing(
     try:
         # A deferred constraint trigger fails only at COMMIT, after the route body succeeded.
         await connection.execute(FAIL_AT_COMMIT)
-        response = await client.patch("/api/profile", headers=auth(token), json={"summary": "changed"})
+        response = await client.patch(
+            "/api/profile", headers=auth(token), json={"summary": "changed"}
+        )
     finally:
         await connection.execute(CLEANUP)
         await connection.close()
     assert response.status_code == 500
-    assert response.json() == {"error": {"code": "internal_error", "message": "An internal error occurred."}}
+    assert response.json() == {
+        "error": {"code": "internal_error", "message": "An internal error occurred."}
+    }
     for leak in ("secret-detail", "db.internal", "UPDATE", "Traceback"):
         assert leak not in response.text
     profile = (await client.get("/api/profile", headers=auth(token))).json()

@@ -75,10 +75,18 @@ class UvicornServers:
             self.processes.append(
                 subprocess.Popen(
                     [
-                        sys.executable, "-m", "uvicorn", "--factory",
+                        sys.executable,
+                        "-m",
+                        "uvicorn",
+                        "--factory",
                         "tests.rate_limit.limiter_app:create_limiter_app",
-                        "--host", "127.0.0.1", "--port", str(port),
-                        "--log-level", "warning", "--no-access-log",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                        "--log-level",
+                        "warning",
+                        "--no-access-log",
                     ],
                     cwd=BACKEND_DIR,
                     env=self.env,
@@ -113,8 +121,10 @@ def server_env(
         "DATA_DIR": str(tmp_path),
         "REDIS_URL": redis_url,
         "RATE_LIMIT_TIERS": json.dumps(
-            {**{k: v.model_dump() for k, v in DEFAULT_TIERS.items()},
-             **{k: v.model_dump() for k, v in tiers.items()}}
+            {
+                **{k: v.model_dump() for k, v in DEFAULT_TIERS.items()},
+                **{k: v.model_dump() for k, v in tiers.items()},
+            }
         ),
         **extra,
     }

@@ -218,9 +218,7 @@ async def test_ipv6_clients_are_keyed_by_their_64(redis_url: str, tmp_path: Path
     assert next_64.status_code == 200
 
 
-async def test_per_ip_and_global_buckets_are_all_or_nothing(
-    redis_url: str, tmp_path: Path
-) -> None:
+async def test_per_ip_and_global_buckets_are_all_or_nothing(redis_url: str, tmp_path: Path) -> None:
     tier = no_refill(
         4,
         per_ip=BucketLimit(capacity=3, refill=1, period_seconds=HOUR),

@@ -38,7 +38,12 @@ async def candidate_token(client: httpx.AsyncClient) -> str:
 async def create_admin(app: FastAPI, email: str = "admin@example.com") -> User:
     passwords: PasswordService = app.state.passwords
     async with app.state.database.sessionmaker() as session:
-        user = User(email=email, password_hash=await passwords.hash(PASSWORD), full_name="Ada Admin", role="admin")
+        user = User(
+            email=email,
+            password_hash=await passwords.hash(PASSWORD),
+            full_name="Ada Admin",
+            role="admin",
+        )
         session.add(user)
         await session.commit()
         return user
@@ -46,7 +51,9 @@ async def create_admin(app: FastAPI, email: str = "admin@example.com") -> User:
 
 async def admin_token(app: FastAPI, client: httpx.AsyncClient) -> str:
     user = await create_admin(app, f"admin{next(_counter)}@example.com")
-    response = await client.post("/api/auth/admin/login", json={"email": user.email, "password": PASSWORD})
+    response = await client.post(
+        "/api/auth/admin/login", json={"email": user.email, "password": PASSWORD}
+    )
     assert response.status_code == 200, response.text
     token: str = response.json()["access_token"]
     return token
@@ -75,11 +82,23 @@ async def create_test(
 ) -> tuple[Assessment, list[Question]]:
     """A test whose question i has options A/B/C and correct answer 'B' (points i)."""
     async with app.state.database.sessionmaker() as session:
-        test = Assessment(title="Python basics", description="Warm-up", duration_minutes=duration_minutes, active=active)
+        test = Assessment(
+            title="Python basics",
+            description="Warm-up",
+            duration_minutes=duration_minutes,
+            active=active,
+        )
         session.add(test)
         await session.flush()
         rows = [
-            Question(test_id=test.id, position=i, text=f"Question {i}?", options=["A", "B", "C"], correct_answer="B", points=i)
+            Question(
+                test_id=test.id,
+                position=i,
+                text=f"Question {i}?",
+                options=["A", "B", "C"],
+                correct_answer="B",
+                points=i,
+            )
             for i in range(1, questions + 1)
         ]
         session.add_all(rows)
