@@ -7,24 +7,16 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.config import Settings, get_settings
-from app.database import Database
 from app.errors import install_error_handlers
 from app.logging_config import configure_logging, resolve_format
-from app.metrics import instrument_engine
 from app.middleware.rate_limiter import RateLimitMiddleware
 from app.middleware.request_context import RequestContextMiddleware
 from app.middleware.shutdown import DrainState, ShutdownMiddleware
+from app.resources import close_resources, open_resources
 from app.routers import admin, auth, health, jobs, metrics, notifications, profile, tests
 from app.security import password_hasher
-from app.services.ai import create_ai
 from app.services.auth import PasswordService
-from app.services.cache import Cache, CacheInvalidationMiddleware
-from app.services.circuit_breaker import create_breakers
-from app.services.http_client import create_http_client
-from app.services.redis import RedisService
-from app.services.storage import close_storage, create_storage
-from app.services.vector_search import create_vector_index
-from app.services.worker_tasks import open_job_queue
+from app.services.cache import CacheInvalidationMiddleware
 
 
 @asynccontextmanager
@@ -32,30 +24,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Create the process's resources at startup and close them at shutdown."""
     settings: Settings = app.state.settings
     app.state.started_at = time.monotonic()
-    app.state.database = Database.create(settings, role="web")
-    instrument_engine(app.state.database.engine)
-    app.state.redis = RedisService(settings)
-    await app.state.redis.start()
-    app.state.cache = Cache(settings, app.state.redis)
-    app.state.breakers = create_breakers(settings, app.state.redis)
-    app.state.http = create_http_client(settings)
-    app.state.storage = create_storage(settings, app.state.breakers, app.state.http)
-    app.state.ai = create_ai(settings, app.state.http, app.state.breakers)
-    app.state.vector_index = create_vector_index(settings, app.state.http, app.state.breakers)
-    app.state.jobs = await open_job_queue(settings, app.state)
+    await open_resources(app.state, settings, role="web")
     try:
         yield
     finally:
         # Readiness turns 503 and new requests are refused; running ones keep their resources.
         app.state.drain.refuse_new()
         await app.state.drain.wait_idle(settings.shutdown_drain_timeout_seconds)
-        # Local jobs use the resources closed below; SQS: closes the client.
-        await app.state.jobs.close()
-        await app.state.breakers.close()
-        await close_storage(app.state.storage)
-        await app.state.http.aclose()
-        await app.state.redis.close()
-        await app.state.database.dispose()
+        await close_resources(app.state)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
