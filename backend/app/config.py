@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     # pool_size is the per-process cap; requests beyond it wait up to db_pool_timeout_seconds.
     db_max_overflow: int = Field(0, ge=0)
     db_pool_timeout_seconds: float = Field(10.0, gt=0)
+    # asyncpg pool for the hottest reads (job listing and detail), beside the engine's pool.
+    db_read_pool_size: int = Field(10, ge=1)
     db_pool_recycle_seconds: int = Field(300, ge=1)
     db_statement_timeout_ms: int = Field(30_000, ge=0)
     db_application_name: str = "hiring-pro-backend"

@@ -21,6 +21,7 @@ async def open_resources(state: State, settings: Settings, *, role: str) -> None
     `role` (web or worker) tags the process's Postgres and Redis connections.
     """
     state.database = Database.create(settings, role=role)
+    await state.database.open_read_pool(settings, role=role)
     instrument_engine(state.database.engine)
     state.redis = RedisService(settings, client_name=f"hiring-pro-{role}")
     await state.redis.start()

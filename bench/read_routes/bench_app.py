@@ -21,6 +21,7 @@ from starlette.responses import Response
 
 from app.config import Settings
 from app.database import SessionDep
+from app.gunicorn_worker import tune_garbage_collector
 from app.main import create_app
 from app.models import Job
 
@@ -48,6 +49,8 @@ async def lifespan(application: FastAPI) -> AsyncIterator[None]:
         application.state.raw_pool = await asyncpg.create_pool(
             DATABASE_URL.replace("postgresql+asyncpg", "postgresql"), min_size=10, max_size=20
         )
+        # The production worker's GC settings (app/gunicorn_worker.py), for every route alike.
+        tune_garbage_collector()
         try:
             yield
         finally:

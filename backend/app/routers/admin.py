@@ -130,11 +130,11 @@ async def ai_generate(
 
 @router.get("/jobs", response_model=JobListOut)
 async def list_all_jobs(
-    user: AdminUser, connection: ReadConnDep, page: Page = 1, page_size: PageSize = 20
+    user: AdminUser, request: Request, page: Page = 1, page_size: PageSize = 20
 ) -> Response:
     """Every job, inactive ones included, newest first."""
     body = await jobs.list_jobs_json(
-        connection,
+        get_database(request),
         search=None,
         job_type=None,
         location=None,

@@ -27,17 +27,16 @@ async def list_jobs(
 ) -> Response:
     """Active jobs, newest first; `search` matches title, company and description."""
 
-    # A connection is taken only on a miss: a hit costs one Redis call and no pool checkout.
+    # The database is touched only on a miss: a hit costs one Redis call and no pool checkout.
     async def compute() -> bytes:
-        async with get_database(request).read_engine.connect() as connection:
-            return await jobs.list_jobs_json(
-                connection,
-                search=search,
-                job_type=job_type,
-                location=location,
-                page=page,
-                page_size=page_size,
-            )
+        return await jobs.list_jobs_json(
+            get_database(request),
+            search=search,
+            job_type=job_type,
+            location=location,
+            page=page,
+            page_size=page_size,
+        )
 
     key = make_key(search, job_type, location, page, page_size)
     # The cache straight from app.state: on the hottest route a dependency costs a resolution.
@@ -49,7 +48,6 @@ async def get_job(job_id: int, request: Request) -> Response:
     """One active job."""
 
     async def compute() -> bytes:
-        async with get_database(request).read_engine.connect() as connection:
-            return await jobs.get_job_json(connection, job_id)
+        return await jobs.get_job_json(get_database(request), job_id)
 
     return await get_cache(request).response(request, JOB_DETAIL, make_key(job_id), compute)

@@ -5,9 +5,9 @@ from typing import Any
 
 import orjson
 from sqlalchemy import ColumnElement, Integer, bindparam, or_, select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.database import CompiledRead
+from app.database import CompiledRead, Database
 from app.errors import NotFound
 from app.models import Job
 from app.services.cache import JOBS_TAG, invalidate_on_commit
@@ -68,7 +68,7 @@ _DETAIL_READER = CompiledRead(
 
 
 async def list_jobs_json(
-    connection: AsyncConnection,
+    database: Database,
     *,
     search: str | None,
     job_type: str | None,
@@ -80,7 +80,7 @@ async def list_jobs_json(
     """One page of jobs, newest first, serialised once as the response body."""
     reader = _listing_reader(bool(search), bool(job_type), bool(location), include_inactive)
     rows = await reader.fetch(
-        connection,
+        database,
         search=_like_pattern(search) if search else None,
         job_type=job_type,
         location=_like_pattern(location) if location else None,
@@ -97,9 +97,9 @@ async def list_jobs_json(
     )
 
 
-async def get_job_json(connection: AsyncConnection, job_id: int) -> bytes:
+async def get_job_json(database: Database, job_id: int) -> bytes:
     """One active job, serialised; NotFound for unknown or inactive jobs."""
-    rows = await _DETAIL_READER.fetch(connection, job_id=job_id)
+    rows = await _DETAIL_READER.fetch(database, job_id=job_id)
     if not rows:
         raise NotFound("Job not found.")
     return orjson.dumps(rows[0])
