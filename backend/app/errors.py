@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -157,6 +158,16 @@ async def _http_exception_handler(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, code, message, headers=exc.headers)
 
 
+async def _pool_timeout_handler(request: Request, exc: Exception) -> Response:
+    # Every database connection stayed busy for the whole pool timeout: overload, not a bug.
+    return error_response(
+        503,
+        "service_busy",
+        "The service is busy; retry shortly.",
+        headers={"Retry-After": "1"},
+    )
+
+
 async def _unhandled_error_handler(request: Request, exc: Exception) -> Response:
     # Starlette re-raises after this response is sent, so the server logs the traceback once.
     return error_response(500, "internal_error", "An internal error occurred.")
@@ -167,4 +178,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
+    app.add_exception_handler(sqlalchemy.exc.TimeoutError, _pool_timeout_handler)
     app.add_exception_handler(Exception, _unhandled_error_handler)

@@ -136,7 +136,14 @@ async def _emails(session: AsyncSession, emails: list[str]) -> set[str]:
     return set(await session.scalars(select(User.email).where(User.email.in_(emails))))
 
 
-async def seed(settings: Settings, *, candidates: int, jobs: int) -> dict[str, int]:
+def admin_email(number: int) -> str:
+    """Load-test admin N: the plan's account is number 1, others exist for concurrent admins."""
+    return ADMIN_EMAIL if number == 1 else f"loadtest_admin_{number}@test.com"
+
+
+async def seed(
+    settings: Settings, *, candidates: int, jobs: int, admins: int = 1
+) -> dict[str, int]:
     """Create what is missing; returns how many rows of each kind were added."""
     rng = random.Random(42)  # the same demo data on every machine
     hasher = password_hasher(settings)
@@ -144,16 +151,21 @@ async def seed(settings: Settings, *, candidates: int, jobs: int) -> dict[str, i
     database = Database.create(settings, role="seed")
     try:
         async with database.sessionmaker() as session:
-            if not await _emails(session, [ADMIN_EMAIL]):
-                session.add(
+            wanted_admins = [admin_email(number) for number in range(1, admins + 1)]
+            existing_admins = await _emails(session, wanted_admins)
+            missing_admins = [email for email in wanted_admins if email not in existing_admins]
+            if missing_admins:
+                admin_hash = await asyncio.to_thread(hasher.hash, ADMIN_PASSWORD)
+                session.add_all(
                     User(
-                        email=ADMIN_EMAIL,
-                        password_hash=await asyncio.to_thread(hasher.hash, ADMIN_PASSWORD),
+                        email=email,
+                        password_hash=admin_hash,
                         full_name="Load Test Admin",
                         role="admin",
                     )
+                    for email in missing_admins
                 )
-                added["admins"] = 1
+                added["admins"] = len(missing_admins)
             wanted = [f"loadtest_{i}@test.com" for i in range(1, candidates + 1)]
             missing = [email for email in wanted if email not in await _emails(session, wanted)]
             if missing:
@@ -217,8 +229,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--candidates", type=int, default=200, help="load-test candidate accounts")
     parser.add_argument("--jobs", type=int, default=500, help="demo job postings")
+    parser.add_argument("--admins", type=int, default=1, help="load-test admin accounts")
     args = parser.parse_args()
-    added = asyncio.run(seed(get_settings(), candidates=args.candidates, jobs=args.jobs))
+    added = asyncio.run(
+        seed(get_settings(), candidates=args.candidates, jobs=args.jobs, admins=args.admins)
+    )
     print("seeded:", ", ".join(f"{count} {kind}" for kind, count in added.items()))  # noqa: T201
 
 

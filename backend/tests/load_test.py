@@ -7,7 +7,8 @@ Run against a local server only, e.g.:
 Scenarios (LOAD_SCENARIO): normal (100 users steady), spike (100 -> 1,000 suddenly -> 100),
 soak (100 users for 1 hour), stress (up to 1,000 users at 50/s, held for 10 minutes).
 Accounts come from `python -m app.seed` (loadtest_N@test.com / LoadTest123!, admin
-loadtest_admin@test.com / AdminTest123!); a missing candidate account is registered.
+loadtest_admin@test.com / AdminTest123!, and with `--admins N` loadtest_admin_2..N@test.com for
+LOADTEST_ADMINS=N concurrent admins); a missing candidate account is registered.
 
 Each simulated user sends its own client address in X-Forwarded-For (documentation ranges, never
 contacted) so the server, run with TRUSTED_PROXY_COUNT=1 as behind the ALB, rate-limits them as
@@ -24,8 +25,9 @@ from locust import HttpUser, LoadTestShape, between, events, task
 from locust.env import Environment
 
 CANDIDATE_POOL = int(os.environ.get("LOADTEST_CANDIDATES", "200"))
+# Concurrent admins share this many accounts (seed --admins N); each account has its own limits.
+ADMIN_POOL = int(os.environ.get("LOADTEST_ADMINS", "1"))
 CANDIDATE_PASSWORD = "LoadTest123!"
-ADMIN_EMAIL = "loadtest_admin@test.com"
 ADMIN_PASSWORD = "AdminTest123!"
 SLOW_SECONDS = 2.0
 
@@ -143,11 +145,12 @@ class AdminUser(HttpUser):
     wait_time = between(2, 8)
 
     def on_start(self) -> None:
-        self.client.headers["X-Forwarded-For"] = _client_address(
-            CANDIDATE_POOL + next(_user_numbers)
-        )
+        number = next(_user_numbers)
+        self.client.headers["X-Forwarded-For"] = _client_address(CANDIDATE_POOL + number)
+        admin = number % ADMIN_POOL + 1
+        email = "loadtest_admin@test.com" if admin == 1 else f"loadtest_admin_{admin}@test.com"
         response = self.client.post(
-            "/api/auth/admin/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+            "/api/auth/admin/login", json={"email": email, "password": ADMIN_PASSWORD}
         )
         if response.ok:
             self.client.headers["Authorization"] = f"Bearer {response.json()['access_token']}"

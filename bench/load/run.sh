@@ -21,10 +21,14 @@ export ENVIRONMENT=production JWT_SECRET="load-test-secret-0123456789-abcdefghij
 export TRUSTED_PROXY_COUNT=1 RATE_LIMIT_ENABLED=true CACHE_ENABLED=true QUEUE_BACKEND=local
 export RATE_LIMIT_EXPECTED_PROCESSES="$WORKERS" LOG_LEVEL=WARNING
 export GUNICORN_BIND="127.0.0.1:$APP_PORT" GUNICORN_WORKERS="$WORKERS"
+# Longer than locust's idle gaps, as a proxy's keep-alive would be: otherwise the server closes
+# an idle connection just as the client reuses it and the client sees a reset.
+export GUNICORN_KEEPALIVE=75
 
 cd "$ROOT/backend"
 "$ROOT/.venv/bin/alembic" upgrade head >/dev/null 2>&1
-"$ROOT/.venv/bin/python" -m app.seed --candidates "$USERS" --jobs 500
+ADMINS=$(( USERS / 10 + 1 ))
+"$ROOT/.venv/bin/python" -m app.seed --candidates "$USERS" --jobs 500 --admins "$ADMINS"
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --daemonize no \
   >"$OUT/redis.log" 2>&1 &
 REDIS_PID=$!
@@ -35,7 +39,7 @@ trap 'kill $APP_PID $REDIS_PID 2>/dev/null; wait 2>/dev/null || true' EXIT
 for _ in $(seq 1 150); do curl -sf "http://127.0.0.1:$APP_PORT/health/ready" >/dev/null && break; sleep 0.2; done
 
 cd "$ROOT/backend"
-LOADTEST_CANDIDATES="$USERS" "$ROOT/.venv/bin/locust" -f tests/load_test.py --headless \
+LOADTEST_CANDIDATES="$USERS" LOADTEST_ADMINS="$ADMINS" "$ROOT/.venv/bin/locust" -f tests/load_test.py --headless \
   --host "http://127.0.0.1:$APP_PORT" -u "$USERS" -r "$RATE" -t "${SECONDS_TO_RUN}s" \
   --only-summary --csv "$OUT/locust" 2>&1 | grep -vE "^\s*$" | tail -45
 

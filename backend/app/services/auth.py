@@ -70,6 +70,9 @@ async def authenticate(
 ) -> User:
     """The user for these credentials, or NotAuthenticated (same answer for unknown email)."""
     user = await session.scalar(select(User).where(User.email == normalise_email(email)))
+    # End the read before the deliberately slow hash check, so the connection goes back to the
+    # pool: under a login burst, hashes held connections until the pool ran dry.
+    await session.commit()
     valid = await passwords.verify(user.password_hash if user else None, password)
     if user is None or not valid or not user.is_active:
         raise NotAuthenticated("Invalid email or password.", code="invalid_credentials")

@@ -1,9 +1,13 @@
 """The request's commit happens before the response, and failures leak nothing."""
 
+from pathlib import Path
+
 import asyncpg
 import httpx
 from fastapi import FastAPI
 
+from app.main import create_app
+from tests.conftest import make_settings
 from tests.support.factories import auth, candidate_token
 
 FAIL_AT_COMMIT = """
@@ -44,3 +48,26 @@ async def test_a_failing_commit_is_an_error_response_and_writes_nothing(
     profile = (await client.get("/api/profile", headers=auth(token))).json()
     await client.aclose()
     assert profile["summary"] is None
+
+
+async def test_an_exhausted_pool_is_a_503_with_retry_after(
+    tmp_path: Path, database_url: str
+) -> None:
+    settings = make_settings(
+        tmp_path, database_url=database_url, db_pool_size=1, db_pool_timeout_seconds=0.2
+    )
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
+    ):
+        token = await candidate_token(client)
+        # Hold the pool's only connection, as a burst of slow requests would.
+        async with app.state.database.engine.connect() as held:
+            await held.exec_driver_sql("SELECT 1")
+            response = await client.get("/api/profile", headers=auth(token))
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "1"
+        assert response.json()["error"]["code"] == "service_busy"
+        assert (await client.get("/api/profile", headers=auth(token))).status_code == 200
