@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from app.config import Settings
 from app.main import create_app
 from tests.support.database import create_migrated_database, drop_database, truncate_all
+from tests.support.fake_upstream import FakeUpstream
 from tests.support.redis_server import RedisServer
 
 TEST_JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
@@ -92,3 +93,19 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         yield http
+
+
+@pytest.fixture(scope="session")
+def upstream_server() -> Iterator[FakeUpstream]:
+    """The process that plays Gemini, Pinecone and Cloudinary, one per test worker."""
+    server = FakeUpstream()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def upstream(upstream_server: FakeUpstream) -> FakeUpstream:
+    """The fake upstream, healthy with counters at zero."""
+    upstream_server.reset()
+    return upstream_server

@@ -1,9 +1,9 @@
 """Cache benchmark: micro-benchmarks (bench_micro.py) and the HTTP comparison, in one run.
 
-HTTP method: one uvicorn worker (uvloop, httptools) serving http_app.py pinned to CPU 0; wrk
-(1 thread, 64 connections) pinned to CPU 1, against the 20 newest of 5,000 jobs. The three routes
-run in alternation (ABC ABC ABC) so drift on a shared machine hits them alike; medians are kept.
-Writes RESULTS.md beside this file.
+HTTP method: one uvicorn worker (uvloop, httptools) serving bench/read_routes/bench_app.py with
+the cache on, pinned to CPU 0; wrk (1 thread, 64 connections) pinned to CPU 1, against the 20
+newest of 5,000 jobs. The three routes run in alternation (ABC ABC ABC) so drift on a shared
+machine hits them alike; medians are kept. Writes RESULTS.md beside this file.
 
 Usage (from the repository root):
     .venv/bin/python bench/cache/run.py [seconds-per-run] [rounds]
@@ -129,7 +129,8 @@ def http_benchmark(seconds: int, rounds: int) -> dict[str, list[dict[str, float]
             **os.environ,
             "BENCH_DATABASE_URL": url,
             "BENCH_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-            "PYTHONPATH": f"{backend}:{HERE}",
+            # The read-route benchmark's app, here with the cache on (BENCH_REDIS_URL).
+            "PYTHONPATH": f"{backend}:{ROOT / 'bench' / 'read_routes'}",
         }
         server = subprocess.Popen(
             [
@@ -137,7 +138,7 @@ def http_benchmark(seconds: int, rounds: int) -> dict[str, list[dict[str, float]
                 "-c",
                 "0",
                 str(ROOT / ".venv/bin/uvicorn"),
-                "http_app:app",
+                "bench_app:app",
                 "--host",
                 "127.0.0.1",
                 "--port",

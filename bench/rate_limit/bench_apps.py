@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.config import Settings
 from app.errors import error_response
+from app.gunicorn_worker import tune_garbage_collector
 from app.middleware.rate_limiter import RateLimitMiddleware
 from app.services.redis import RedisService
 
@@ -175,3 +176,5 @@ VARIANTS = {
 }
 
 app = VARIANTS[os.environ["BENCH_VARIANT"]]()
+# Every variant runs with the production worker's GC settings (app/gunicorn_worker.py).
+tune_garbage_collector()

@@ -4,7 +4,8 @@
 - `/bench/raw`      a raw asyncpg pool query serialised with orjson (the ceiling)
 - `/bench/orm`      a plain SQLAlchemy 2 ORM + pydantic route (what most apps write)
 
-Run with BENCH_DATABASE_URL=postgresql+asyncpg://... (see run.sh).
+Run with BENCH_DATABASE_URL=postgresql+asyncpg://... (see run.sh). With BENCH_REDIS_URL set,
+`/api/jobs` is the cached route (bench/cache/run.py); the reference routes are never cached.
 """
 
 import os
@@ -34,8 +35,9 @@ RAW_SQL = (
 settings = Settings(
     database_url=DATABASE_URL,
     jwt_secret="bench-secret-bench-secret-bench-secret-00",
+    redis_url=os.environ.get("BENCH_REDIS_URL"),
     rate_limit_enabled=False,
-    cache_enabled=False,
+    cache_enabled="BENCH_REDIS_URL" in os.environ,
     log_level="WARNING",
     enable_request_logging=False,
 )

@@ -1,8 +1,8 @@
 """Resume parsing throughput on one core: the CPU part of /worker/resume-parse.
 
 Usage (from backend/): ../.venv/bin/python ../bench/worker/parse_throughput.py
-Builds a one-page PDF, a DOCX and a plain-text resume of about 3.5 KB of text each, then times parse_resume
-(text extraction, skills, experience) over many runs.
+Builds a one-page PDF, a DOCX and a plain-text resume of about 3.5 KB of text each, then times
+parse_resume (text extraction, skills, experience) over many runs.
 """
 
 import io

@@ -14,10 +14,10 @@ from fastapi import FastAPI
 from app.config import Settings
 from app.services.cache import Cache
 from app.services.redis import RedisService
-from tests.cache.servers import UvicornProcesses
 from tests.cache.stampede_app import STAMPEDE, STAMPEDE_COUNTER, STAMPEDE_KEY
 from tests.conftest import TEST_JWT_SECRET
 from tests.support.factories import admin_token, auth, create_job
+from tests.support.uvicorn_processes import UvicornProcesses
 
 pytestmark = pytest.mark.slow
 

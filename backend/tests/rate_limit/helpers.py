@@ -1,10 +1,6 @@
 """Helpers for the rate limiter tests: settings, tokens, the in-process app, uvicorn processes."""
 
 import json
-import os
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -18,7 +14,6 @@ from starlette.applications import Starlette
 from app.config import Settings
 from app.services.rate_limit_rules import DEFAULT_TIERS, RateLimitTier
 from tests.rate_limit.limiter_app import build_limiter_app
-from tests.support.redis_server import free_port
 
 BACKEND_DIR = Path(__file__).resolve().parents[2]
 JWT_SECRET = "rate-limit-tests-" + "k" * 40
@@ -60,56 +55,6 @@ async def running_app(settings: Settings) -> AsyncIterator[tuple[Starlette, http
         transport = httpx.ASGITransport(app, client=("198.51.100.7", 40000))
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield app, client
-
-
-class UvicornServers:
-    """`count` uvicorn processes serving the limiter test app, configured by `env`."""
-
-    def __init__(self, count: int, env: Mapping[str, str]) -> None:
-        self.ports = [free_port() for _ in range(count)]
-        self.env = {**os.environ, **env}
-        self.processes: list[subprocess.Popen[bytes]] = []
-
-    def start(self, timeout: float = 30.0) -> None:
-        for port in self.ports:
-            self.processes.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "uvicorn",
-                        "--factory",
-                        "tests.rate_limit.limiter_app:create_limiter_app",
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(port),
-                        "--log-level",
-                        "warning",
-                        "--no-access-log",
-                    ],
-                    cwd=BACKEND_DIR,
-                    env=self.env,
-                )
-            )
-        deadline = time.monotonic() + timeout
-        for port in self.ports:
-            while True:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1.0).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"uvicorn on port {port} did not start")
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        for process in self.processes:
-            process.terminate()
-        for process in self.processes:
-            process.wait(timeout=15)
-        self.processes.clear()
 
 
 def server_env(

@@ -15,8 +15,9 @@ import redis
 import redis.cluster
 
 from app.services.rate_limit_rules import RateLimitTier
-from tests.rate_limit.helpers import UvicornServers, server_env
+from tests.rate_limit.helpers import server_env
 from tests.support.redis_topologies import RedisClusterNodes, RedisSentinelSetup
+from tests.support.uvicorn_processes import UvicornProcesses
 
 PROCESSES = 4
 REQUESTS = 300
@@ -41,9 +42,14 @@ async def fire(ports: list[int]) -> list[int]:
 async def run_exactness(
     env: dict[str, str], store: redis.Redis | redis.cluster.RedisCluster
 ) -> None:
-    servers = UvicornServers(PROCESSES, {**env, "RATE_LIMIT_EXPECTED_PROCESSES": "1"})
+    servers = UvicornProcesses(
+        "tests.rate_limit.limiter_app:create_limiter_app",
+        PROCESSES,
+        {**env, "RATE_LIMIT_EXPECTED_PROCESSES": "1"},
+        factory=True,
+    )
+    await asyncio.to_thread(servers.start)
     try:
-        await asyncio.to_thread(servers.start)
         codes = await fire(servers.ports)
     finally:
         await asyncio.to_thread(servers.stop)

@@ -1,4 +1,4 @@
-"""uvicorn processes for the multi-process cache tests (real sockets, shared Postgres and Redis)."""
+"""uvicorn processes on free loopback ports, for tests where several processes share state."""
 
 import os
 import subprocess
@@ -31,6 +31,13 @@ class UvicornProcesses:
         return [f"http://127.0.0.1:{port}" for port in self.ports]
 
     def __enter__(self) -> "UvicornProcesses":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> "UvicornProcesses":
+        """Start every process and wait until each answers /health."""
         try:
             for port in self.ports:
                 command = [
@@ -55,7 +62,7 @@ class UvicornProcesses:
                 )
             self._wait_ready(timeout=30)
         except BaseException:
-            self.__exit__()
+            self.stop()
             raise
         return self
 
@@ -74,7 +81,8 @@ class UvicornProcesses:
                     raise TimeoutError(f"uvicorn on {url} did not start")
                 time.sleep(0.1)
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
+        """Terminate every process (killed if it does not exit within 15 s)."""
         for process in self.processes:
             process.terminate()
         for process in self.processes:
