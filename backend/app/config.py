@@ -261,10 +261,6 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def is_production(self) -> bool:
-        return self.environment == "production"
-
-    @property
     def sqlalchemy_url(self) -> str:
         """The database URL to connect to: DATABASE_URL, or the embedded SQLite file."""
         if self.database_url:

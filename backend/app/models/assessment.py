@@ -21,8 +21,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, BigIntId, JSONType, UTCDateTime, utcnow
 
-ATTEMPT_STATUSES = ("in_progress", "completed", "abandoned")
-
 
 class Assessment(Base):
     __tablename__ = "tests"

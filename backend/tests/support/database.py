@@ -1,12 +1,11 @@
 """Per-worker Postgres databases with the schema applied by Alembic."""
 
 import asyncio
+import logging
 import uuid
 from pathlib import Path
 
 import asyncpg
-from alembic import command
-from alembic.config import Config
 
 from app.config import Settings
 from app.models import Base
@@ -17,6 +16,12 @@ ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 def migrate(settings: Settings, revision: str = "head") -> None:
     """Run `alembic upgrade` against the settings' database (call from a thread, not the loop)."""
+    # Alembic logs at INFO while importing its plugins; quiet it before the (deferred) import,
+    # or the lines land in the middle of the test report.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    from alembic import command
+    from alembic.config import Config
+
     config = Config(str(BACKEND_DIR / "alembic.ini"))
     config.attributes["settings"] = settings
     config.attributes["configure_logging"] = False
