@@ -32,7 +32,7 @@ async def list_available_json(connection: AsyncConnection) -> bytes:
         .order_by(Assessment.id)
     )
     rows = (await connection.execute(statement)).mappings().all()
-    return orjson.dumps([dict(row) for row in rows])
+    return orjson.dumps([dict(row) for row in rows], option=orjson.OPT_UTC_Z)
 
 
 async def _questions(session: AsyncSession, test_id: int) -> list[dict[str, Any]]:

@@ -93,7 +93,8 @@ async def list_jobs_json(
             "page": page,
             "page_size": page_size,
             "has_more": len(rows) > page_size,
-        }
+        },
+        option=orjson.OPT_UTC_Z,  # "...Z", as the pydantic-serialised routes write it
     )
 
 
@@ -102,7 +103,7 @@ async def get_job_json(database: Database, job_id: int) -> bytes:
     rows = await _DETAIL_READER.fetch(database, job_id=job_id)
     if not rows:
         raise NotFound("Job not found.")
-    return orjson.dumps(rows[0])
+    return orjson.dumps(rows[0], option=orjson.OPT_UTC_Z)
 
 
 async def create_job(session: AsyncSession, admin_id: int, fields: dict[str, Any]) -> Job:
