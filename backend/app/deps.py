@@ -22,6 +22,16 @@ def get_app_settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 
+def verify_bearer(settings: Settings, credentials: HTTPAuthorizationCredentials) -> TokenClaims:
+    """The claims of a bearer token; 401 `invalid_token` if it is forged, expired or malformed."""
+    try:
+        return decode_access_token(settings, credentials.credentials)
+    except InvalidToken:
+        raise NotAuthenticated(
+            "The access token is invalid or expired.", code="invalid_token"
+        ) from None
+
+
 def get_current_user(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -29,12 +39,7 @@ def get_current_user(
     """The verified identity of the caller (401 without a valid bearer token)."""
     if credentials is None:
         raise NotAuthenticated()
-    try:
-        claims = decode_access_token(settings, credentials.credentials)
-    except InvalidToken:
-        raise NotAuthenticated(
-            "The access token is invalid or expired.", code="invalid_token"
-        ) from None
+    claims = verify_bearer(settings, credentials)
     set_user_id(claims.user_id)  # the rest of the request's log lines carry the user
     return claims
 

@@ -15,16 +15,15 @@ right-most entries were written by our own proxies. On Elastic Beanstalk the ALB
 client and the on-instance nginx appends the ALB: 2 hops.
 """
 
-import functools
-import ipaddress
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from prometheus_client import Counter
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.client_ip import ClientIP
 from app.config import Settings
 from app.errors import error_response
 from app.security import InvalidToken, decode_access_token_with_key
@@ -52,80 +51,6 @@ RATE_LIMIT_DECISIONS = Counter(
 
 _TOKEN_CACHE_MAX = 10_000
 _BEARER = b"bearer "
-
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-@functools.lru_cache(maxsize=65_536)
-def parse_address(address: str) -> IPAddress | None:
-    """An address from a header or socket ("v4", "v4:port", "v6", "[v6]:port"); None if invalid."""
-    text = address.strip()
-    if text.startswith("["):
-        text = text[1 : text.find("]")]
-    elif text.count(":") == 1:
-        text = text.split(":", 1)[0]
-    try:
-        ip = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
-
-
-@functools.lru_cache(maxsize=65_536)
-def client_key(address: str) -> str | None:
-    """The rate-limit key for an address: the IPv4 address, or the IPv6 /64; None if invalid."""
-    ip = parse_address(address)
-    if ip is None:
-        return None
-    if ip.version == 6:
-        return f"{ipaddress.IPv6Network((ip, 64), strict=False).network_address}/64"
-    return str(ip)
-
-
-class ClientIP:
-    """The client address of a request, from its socket peer and X-Forwarded-For.
-
-    Every proxy appends the address it saw, so only the right-most entries were written by our
-    own proxies. With trusted CIDRs (like uvicorn's forwarded_allow_ips) the header is believed
-    only from a trusted peer, and the client is the right-most entry outside those networks.
-    Otherwise the client is the entry `trusted_hops` from the right; a header shorter than that
-    yields its left-most entry (the farthest any proxy of ours vouched for).
-    """
-
-    def __init__(self, trusted_hops: int, trusted_networks: Sequence[str] = ()) -> None:
-        self._hops = trusted_hops
-        self._networks = tuple(ipaddress.ip_network(net, strict=False) for net in trusted_networks)
-        self._trusted = functools.lru_cache(maxsize=4096)(self._is_trusted)
-
-    def __call__(self, peer: str | None, forwarded_for: str | None) -> str:
-        if forwarded_for and (self._hops or self._networks):
-            entries = [entry for entry in forwarded_for.split(",") if entry.strip()]
-            chosen = self._choose(peer, entries) if entries else None
-            key = client_key(chosen) if chosen is not None else None
-            if key is not None:
-                return key
-        if peer is not None:
-            return client_key(peer) or peer
-        return "unknown"
-
-    def _choose(self, peer: str | None, entries: list[str]) -> str | None:
-        if self._networks:
-            if peer is None or not self._trusted(peer):
-                return None
-            for entry in reversed(entries):
-                if not self._trusted(entry):
-                    return entry
-            return entries[0]
-        return entries[-self._hops] if len(entries) >= self._hops else entries[0]
-
-    def _is_trusted(self, address: str) -> bool:
-        ip = parse_address(address)
-        return ip is not None and any(
-            ip.version == net.version and ip in net for net in self._networks
-        )
 
 
 class _TierPlan:

@@ -11,7 +11,6 @@ goes to the log.
 """
 
 import asyncio
-import ipaddress
 import logging
 import time
 from collections.abc import Mapping
@@ -23,11 +22,11 @@ from sqlalchemy import text
 from sqlalchemy.pool import QueuePool
 from starlette.responses import Response
 
+from app.client_ip import ClientIP
 from app.config import Settings
-from app.deps import SettingsDep
-from app.errors import Forbidden, NotAuthenticated, error_response
+from app.deps import SettingsDep, verify_bearer
+from app.errors import Forbidden, error_response
 from app.middleware.shutdown import DrainState
-from app.security import InvalidToken, decode_access_token
 
 logger = logging.getLogger(__name__)
 
@@ -127,41 +126,18 @@ def require_ops_access(
 ) -> None:
     """Operators only: a client inside OPS_ALLOWED_NETWORKS, or an admin's bearer token."""
     if credentials is not None:
-        try:
-            claims = decode_access_token(settings, credentials.credentials)
-        except InvalidToken:
-            raise NotAuthenticated(
-                "The access token is invalid or expired.", code="invalid_token"
-            ) from None
-        if claims.role == "admin":
+        if verify_bearer(settings, credentials).role == "admin":
             return
         raise Forbidden("Administrator access is required.")
-    ip = _client_address(request, settings.trusted_proxy_count)
-    if ip is not None and any(ip in network for network in settings.ops_allowed_networks):
+    # Read through our own proxies exactly as the rate limiter reads it (hops or trusted CIDRs).
+    client = ClientIP(settings.trusted_proxy_count, settings.trusted_proxy_cidrs)
+    peer = request.client.host if request.client else None
+    ip = client.address(peer, request.headers.get("x-forwarded-for"))
+    if ip is not None and any(
+        ip.version == network.version and ip in network for network in settings.ops_allowed_networks
+    ):
         return
     raise Forbidden("Administrator access is required.")
-
-
-def _client_address(
-    request: Request, trusted_hops: int
-) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The client's address, read through our own proxies like the rate limiter does (the
-    entry `trusted_hops` from the right of X-Forwarded-For), but never widened to a /64."""
-    address = request.client.host if request.client else None
-    forwarded = request.headers.get("x-forwarded-for")
-    if trusted_hops and forwarded:
-        entries = [entry.strip() for entry in forwarded.split(",") if entry.strip()]
-        if entries:
-            address = entries[-trusted_hops] if len(entries) >= trusted_hops else entries[0]
-    if address is None:
-        return None
-    try:
-        ip = ipaddress.ip_address(address.strip("[]"))
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
 
 
 OpsAccess = Depends(require_ops_access)

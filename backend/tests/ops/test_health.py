@@ -247,3 +247,21 @@ async def test_detailed_allowlist_reads_the_client_through_trusted_proxies(
     assert outside.status_code == 403
     assert spoofed.status_code == 403
     assert inside.status_code == 200
+
+
+async def test_detailed_allowlist_honours_trusted_proxy_networks(app_with: AppFactory) -> None:
+    """With TRUSTED_PROXY_CIDRS (no hop count) the client is the right-most untrusted entry, as
+    for the rate limiter: traffic relayed by a loopback nginx is not loopback traffic."""
+    async with (
+        app_with(
+            trusted_proxy_cidrs=["127.0.0.1/32", "10.0.0.0/8"],
+            ops_allowed_networks="127.0.0.1/32,::1/128",
+        ) as app,
+        client_for(app) as nginx,
+    ):
+        relayed = await nginx.get(
+            "/health/detailed", headers={"X-Forwarded-For": "203.0.113.7, 10.0.3.4"}
+        )
+        direct = await nginx.get("/health/detailed")
+    assert relayed.status_code == 403
+    assert direct.status_code == 200

@@ -2,8 +2,8 @@
 
 import pytest
 
+from app.client_ip import ClientIP, client_key
 from app.config import Settings
-from app.middleware.rate_limiter import ClientIP, client_key
 from app.services.rate_limit_rules import (
     DEFAULT_EXACT_PATHS,
     DEFAULT_EXEMPT_PATHS,
