@@ -14,12 +14,8 @@ Prints a JSON document (consumed by run.py). Usage (from the repository root):
 
 import asyncio
 import json
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -36,6 +32,7 @@ sys.path.insert(0, str(ROOT / "backend"))
 from app.config import Settings  # noqa: E402
 from app.services.cache import Cache, Namespace  # noqa: E402
 from app.services.redis import RedisService  # noqa: E402
+from tests.support.redis_server import RedisServer  # noqa: E402
 
 TASKS = 64
 HITS_PER_TASK = 300
@@ -59,55 +56,6 @@ VALUE: dict[str, Any] = {
     ],
     "page": 1,
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class PrivateRedis:
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="bench-cache-redis-")
-        self.process = subprocess.Popen(
-            [
-                shutil.which("redis-server") or "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.dir,
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=self.port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        client.close()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # Round trips: every packet a redis-py connection writes (a pipeline is one).
@@ -291,7 +239,8 @@ async def miss_round_trips(url: str, settings: Settings) -> dict[str, float]:
 
 
 async def main() -> None:
-    server = PrivateRedis()
+    server = RedisServer()
+    server.start()
     try:
         settings = Settings(
             jwt_secret="bench-" + "x" * 40,
@@ -308,7 +257,7 @@ async def main() -> None:
         wanted = sys.argv[1:] or list(sections)  # e.g. `bench_micro.py hits` runs one section
         report = {name: await sections[name](server.url, settings) for name in wanted}
     finally:
-        server.stop()
+        server.cleanup()
     json.dump(report, sys.stdout, indent=2)
 
 

@@ -13,12 +13,9 @@ Needs wrk (apt-get install -y wrk), redis-server, the local Postgres, and bench/
 import json
 import os
 import re
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from datetime import UTC, datetime
@@ -28,16 +25,13 @@ import redis
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT / "backend"))
+
+from tests.support.redis_server import RedisServer, free_port  # noqa: E402
+
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 ROUTES = ["/api/jobs", "/bench/raw", "/bench/orm"]
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def psql(*args: str) -> None:
@@ -87,24 +81,9 @@ def http_benchmark(seconds: int, rounds: int) -> dict[str, list[dict[str, float]
     url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database}"
     psql("-c", f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
     psql("-c", f'CREATE DATABASE "{database}"')
-    redis_dir = tempfile.mkdtemp(prefix="bench-cache-http-")
-    redis_port = free_port()
-    redis_server = subprocess.Popen(
-        [
-            shutil.which("redis-server") or "redis-server",
-            "--port",
-            str(redis_port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            redis_dir,
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    redis_server = RedisServer()
+    redis_server.start()
+    redis_port = redis_server.port
     server = None
     try:
         env = {**os.environ, "DATABASE_URL": url, "JWT_SECRET": "bench-" + "x" * 40}
@@ -174,9 +153,7 @@ def http_benchmark(seconds: int, rounds: int) -> dict[str, list[dict[str, float]
         if server is not None:
             server.terminate()
             server.wait()
-        redis_server.terminate()
-        redis_server.wait()
-        shutil.rmtree(redis_dir, ignore_errors=True)
+        redis_server.cleanup()
         psql("-c", f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 

@@ -15,7 +15,6 @@ Needs wrk (apt-get install -y wrk) and bench/requirements.txt installed in .venv
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,10 @@ import redis
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT / "backend"))
+
+from tests.support.redis_server import RedisServer, free_port  # noqa: E402
+
 VARIANTS = ["bare", "slowapi", "fastapi_limiter", "naive", "ours"]
 CONNECTIONS = 64
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -54,13 +57,6 @@ class Run:
     redis_calls: float
     script_calls: float
     non_2xx: int
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def cpu_ticks(pid: int) -> int:
@@ -130,40 +126,14 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-rl-"))
     script = workdir / "clients.lua"
     script.write_text(WRK_SCRIPT)
-    redis_port = free_port()
-    redis_proc = subprocess.Popen(
-        [
-            "taskset",
-            "-c",
-            "1",
-            shutil.which("redis-server") or "/usr/bin/redis-server",
-            "--port",
-            str(redis_port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    redis_server = RedisServer()
+    redis_server.start()
+    os.sched_setaffinity(redis_server.process.pid, {1})  # Redis beside wrk, off the app's CPU
+    redis_port = redis_server.port
+    redis_url = redis_server.url
     store = redis.Redis(port=redis_port)
     servers: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                store.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
         for variant in VARIANTS:
             port = free_port()
             env = {
@@ -230,8 +200,7 @@ def main() -> None:
         for _, process in servers.values():
             process.wait(timeout=15)
         store.close()
-        redis_proc.terminate()
-        redis_proc.wait(timeout=10)
+        redis_server.cleanup()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
