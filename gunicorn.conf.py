@@ -60,7 +60,7 @@ def _logconfig() -> dict[str, object]:
 
     if str(BACKEND) not in sys.path:
         sys.path.insert(0, str(BACKEND))
-    from app.logging_config import gunicorn_logconfig, resolve_format
+    from app.observability.logging import gunicorn_logconfig, resolve_format
 
     level = os.environ.get("LOG_LEVEL", "INFO").upper()
     log_format = resolve_format(
@@ -81,6 +81,6 @@ def on_starting(server: object) -> None:
 
 def child_exit(server: object, worker: object) -> None:
     """A worker died (restart, crash, HUP): drop its live gauges from /metrics."""
-    from app.metrics import mark_process_dead
+    from app.observability.metrics import mark_process_dead
 
     mark_process_dead(int(getattr(worker, "pid", 0)), MULTIPROC_DIR)

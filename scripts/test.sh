@@ -6,8 +6,8 @@ source "$(dirname "$0")/common.sh"
 ensure_venv requirements-dev.txt
 bash "$REPO_ROOT/scripts/services.sh"
 cd "$REPO_ROOT/backend"
-"$VENV/bin/ruff" check app tests migrations ../bench
-"$VENV/bin/ruff" format --check app tests migrations ../bench
-"$VENV/bin/mypy" app tests
+"$VENV/bin/ruff" check app devtools tests migrations ../bench
+"$VENV/bin/ruff" format --check app devtools tests migrations ../bench
+"$VENV/bin/mypy" app devtools tests
 # pytest exits 5 when it collected nothing: that is a failure here too.
 exec "$VENV/bin/pytest" -n "${PYTEST_WORKERS:-2}" -p no:cacheprovider "$@"

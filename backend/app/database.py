@@ -1,17 +1,14 @@
 """Async engine and per-request sessions: Postgres via asyncpg, or the embedded SQLite file."""
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 from uuid import uuid4
 
 import asyncpg
 import orjson
-from fastapi import Depends, Request
 from sqlalchemy import Select, event
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -174,27 +171,10 @@ class Database:
         await self.engine.dispose()
 
 
-def get_database(request: Request) -> Database:
-    """The app's Database, created in the lifespan."""
-    database: Database = request.app.state.database
-    return database
-
-
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One session per request; commits when the route returns, rolls back on error.
-
-    Used with ``scope="function"`` so the commit runs before the response is sent: a failing
-    commit becomes an error response instead of a 200 for work that was lost.
-    """
-    async with get_database(request).sessionmaker() as session:
-        yield session
-        await session.commit()
-
-
-async def get_read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
-    """An autocommit connection for read-only routes (no transaction round trips)."""
-    async with get_database(request).read_engine.connect() as connection:
-        yield connection
+def contains_pattern(term: str) -> str:
+    """A LIKE pattern matching `term` anywhere, its wildcards escaped (use with escape="\\")."""
+    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
 
 
 class CompiledRead:
@@ -227,7 +207,3 @@ class CompiledRead:
         arguments = [params[name] if name in params else defaults[name] for name in names]
         records = await database.read_pool.fetch(sql, *arguments)
         return [dict(record) for record in records]
-
-
-SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
-ReadConnDep = Annotated[AsyncConnection, Depends(get_read_connection, scope="function")]

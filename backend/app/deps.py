@@ -1,16 +1,40 @@
-"""Request dependencies: settings, the current user and role checks."""
+"""Typed request dependencies: the one way routes and middleware reach settings and the
+process's resources, plus the caller's identity and role checks."""
 
-from typing import Annotated
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.config import Settings
+from app.database import Database
+from app.domain.auth import PasswordService
 from app.errors import Forbidden, NotAuthenticated
-from app.middleware.request_context import set_user_id
+from app.middleware.shutdown import DrainState
+from app.observability.context import set_user_id
+from app.resources import Resources
 from app.security import InvalidToken, TokenClaims, decode_access_token
+from app.services.ai import AIService
+from app.services.cache import Cache
+from app.services.circuit_breaker import BreakerRegistry
+from app.services.job_queue import JobQueue
+from app.services.storage import Storage
 
 _bearer = HTTPBearer(auto_error=False)
+
+
+def resources_of(app: Any) -> Resources:
+    """The resources an app's lifespan opened (also for pure ASGI middleware: scope["app"])."""
+    resources: Resources = app.state.resources
+    return resources
+
+
+def drain_of(app: Any) -> DrainState | None:
+    """The web app's shutdown drain state (None in apps without one)."""
+    drain: DrainState | None = getattr(app.state, "drain", None)
+    return drain
 
 
 def get_app_settings(request: Request) -> Settings:
@@ -19,7 +43,66 @@ def get_app_settings(request: Request) -> Settings:
     return settings
 
 
+def get_resources(request: Request) -> Resources:
+    return resources_of(request.app)
+
+
+def get_database(request: Request) -> Database:
+    return resources_of(request.app).database
+
+
+def get_cache(request: Request) -> Cache:
+    return resources_of(request.app).cache
+
+
+def get_storage(request: Request) -> Storage:
+    return resources_of(request.app).storage
+
+
+def get_job_queue(request: Request) -> JobQueue:
+    return resources_of(request.app).jobs
+
+
+def get_ai(request: Request) -> AIService:
+    return resources_of(request.app).ai
+
+
+def get_breakers(request: Request) -> BreakerRegistry:
+    return resources_of(request.app).breakers
+
+
+def get_passwords(request: Request) -> PasswordService:
+    return resources_of(request.app).passwords
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One session per request; commits when the route returns, rolls back on error.
+
+    Used with ``scope="function"`` so the commit runs before the response is sent: a failing
+    commit becomes an error response instead of a 200 for work that was lost.
+    """
+    async with get_database(request).sessionmaker() as session:
+        yield session
+        await session.commit()
+
+
+async def get_read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
+    """An autocommit connection for read-only routes (no transaction round trips)."""
+    async with get_database(request).read_engine.connect() as connection:
+        yield connection
+
+
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+ResourcesDep = Annotated[Resources, Depends(get_resources)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
+CacheDep = Annotated[Cache, Depends(get_cache)]
+StorageDep = Annotated[Storage, Depends(get_storage)]
+JobQueueDep = Annotated[JobQueue, Depends(get_job_queue)]
+AIDep = Annotated[AIService, Depends(get_ai)]
+BreakersDep = Annotated[BreakerRegistry, Depends(get_breakers)]
+PasswordsDep = Annotated[PasswordService, Depends(get_passwords)]
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+ReadConnDep = Annotated[AsyncConnection, Depends(get_read_connection, scope="function")]
 
 
 def verify_bearer(settings: Settings, credentials: HTTPAuthorizationCredentials) -> TokenClaims:

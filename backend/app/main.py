@@ -1,37 +1,42 @@
 """The Hiring Pro web app: create_app(), its lifespan, middleware and routers."""
 
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from app.config import Settings, get_settings
-from app.errors import install_error_handlers
-from app.logging_config import configure_logging, resolve_format
+from app.error_handlers import install_error_handlers
+from app.middleware.cache_invalidation import CacheInvalidationMiddleware
 from app.middleware.rate_limiter import RateLimitMiddleware
 from app.middleware.request_context import RequestContextMiddleware
 from app.middleware.shutdown import DrainState, ShutdownMiddleware
+from app.observability.logging import configure_logging, resolve_format
 from app.resources import close_resources, open_resources
-from app.routers import admin, auth, health, jobs, metrics, notifications, profile, tests
-from app.security import password_hasher
-from app.services.auth import PasswordService
-from app.services.cache import CacheInvalidationMiddleware
+from app.routers import (
+    admin,
+    assessments,
+    auth,
+    health,
+    jobs,
+    metrics,
+    notifications,
+    profile,
+)
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Create the process's resources at startup and close them at shutdown."""
+    """Open the process's resources at startup and close them at shutdown."""
     settings: Settings = app.state.settings
-    app.state.started_at = time.monotonic()
-    await open_resources(app.state, settings, role="web")
+    app.state.resources = await open_resources(settings, role="web")
     try:
         yield
     finally:
         # Readiness turns 503 and new requests are refused; running ones keep their resources.
         app.state.drain.refuse_new()
         await app.state.drain.wait_idle(settings.shutdown_drain_timeout_seconds)
-        await close_resources(app.state)
+        await close_resources(app.state.resources)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -40,7 +45,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_logging(settings.log_level, resolve_format(settings.log_format, settings.environment))
     app = FastAPI(title=settings.app_name, version=settings.app_version, lifespan=lifespan)
     app.state.settings = settings
-    app.state.passwords = PasswordService(password_hasher(settings))
     install_error_handlers(app)
     # Bumps the cache tags of committed writes before their response starts.
     app.add_middleware(CacheInvalidationMiddleware)
@@ -49,13 +53,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.drain = DrainState()
     app.add_middleware(ShutdownMiddleware, drain=app.state.drain)
     app.add_middleware(RequestContextMiddleware, access_log=settings.enable_request_logging)
-    app.include_router(health.router)
-    app.include_router(metrics.router)
     for router in (
+        health.router,
+        metrics.router,
         auth.router,
         profile.router,
         jobs.router,
-        tests.router,
+        assessments.router,
         notifications.router,
         admin.router,
     ):

@@ -1,46 +1,110 @@
-"""Process resources shared by the web and worker apps: opened at startup, closed at shutdown."""
+"""Process resources shared by the web and worker apps: opened at startup, closed at shutdown.
 
-from starlette.datastructures import State
+The apps keep one `Resources` on `app.state.resources`; routes and middleware reach it through
+app.deps only.
+"""
+
+import time
+from dataclasses import dataclass
+
+import httpx
 
 from app.config import Settings
 from app.database import Database
-from app.metrics import instrument_engine
-from app.services.ai import create_ai
+from app.domain.auth import PasswordService
+from app.observability.metrics import instrument_engine
+from app.security import password_hasher
+from app.services.ai import AIService, create_ai
 from app.services.cache import Cache
-from app.services.circuit_breaker import create_breakers
+from app.services.circuit_breaker import BreakerRegistry, create_breakers
 from app.services.http_client import create_http_client
+from app.services.job_queue import Delivery, JobQueue, LocalJobQueue, Outcome
 from app.services.redis import RedisService
-from app.services.storage import close_storage, create_storage
-from app.services.vector_search import create_vector_index
-from app.services.worker_tasks import open_job_queue
+from app.services.sqs_queue import SQSJobQueue
+from app.services.storage import Storage, close_storage, create_storage
+from app.services.vector_search import VectorIndex, create_vector_index
+from app.worker.context import WorkerContext
+from app.worker.delivery import process
 
 
-async def open_resources(state: State, settings: Settings, *, role: str) -> None:
-    """Put the database, Redis, cache, breakers, HTTP client, adapters and queue on `state`.
+@dataclass(eq=False)
+class Resources:
+    """Everything a process opens once: connections, clients and the adapters built on them."""
+
+    settings: Settings
+    database: Database
+    redis: RedisService
+    cache: Cache
+    breakers: BreakerRegistry
+    http: httpx.AsyncClient
+    storage: Storage
+    ai: AIService
+    vector_index: VectorIndex
+    jobs: JobQueue
+    passwords: PasswordService
+    started_at: float
+
+    def worker_context(self) -> WorkerContext:
+        """What the worker's task handlers may use."""
+        return WorkerContext(
+            settings=self.settings,
+            database=self.database,
+            cache=self.cache,
+            storage=self.storage,
+            ai=self.ai,
+            vector_index=self.vector_index,
+            jobs=self.jobs,
+        )
+
+
+async def open_resources(settings: Settings, *, role: str) -> Resources:
+    """Open the database, Redis, cache, breakers, HTTP client, adapters and job queue.
 
     `role` (web or worker) tags the process's Postgres and Redis connections.
     """
-    state.database = Database.create(settings, role=role)
-    await state.database.open_read_pool(settings, role=role)
-    instrument_engine(state.database.engine)
-    state.redis = RedisService(settings, client_name=f"hiring-pro-{role}")
-    await state.redis.start()
-    # The worker needs the cache too: its handlers invalidate the web tier's cached listings.
-    state.cache = Cache(settings, state.redis)
-    state.breakers = create_breakers(settings, state.redis)
-    state.http = create_http_client(settings)
-    state.storage = create_storage(settings, state.breakers, state.http)
-    state.ai = create_ai(settings, state.http, state.breakers)
-    state.vector_index = create_vector_index(settings, state.http, state.breakers)
-    # Local jobs run with the resources above; SQS opens its client.
-    state.jobs = await open_job_queue(settings, state)
+    database = Database.create(settings, role=role)
+    await database.open_read_pool(settings, role=role)
+    instrument_engine(database.engine)
+    redis = RedisService(settings, client_name=f"hiring-pro-{role}")
+    await redis.start()
+    breakers = create_breakers(settings, redis)
+    http = create_http_client(settings)
+    resources: Resources
+
+    async def run_locally(delivery: Delivery) -> Outcome:
+        return await process(resources.worker_context(), delivery)
+
+    jobs: JobQueue
+    if settings.queue_backend == "sqs":
+        sqs = SQSJobQueue(settings)
+        await sqs.start()
+        jobs = sqs
+    else:
+        # Local jobs run this process's handlers with the resources below.
+        jobs = LocalJobQueue(settings, run_locally)
+    resources = Resources(
+        settings=settings,
+        database=database,
+        redis=redis,
+        # The worker needs the cache too: its jobs invalidate the web tier's cached listings.
+        cache=Cache(settings, redis),
+        breakers=breakers,
+        http=http,
+        storage=create_storage(settings, breakers, http),
+        ai=create_ai(settings, http, breakers),
+        vector_index=create_vector_index(settings, http, breakers),
+        jobs=jobs,
+        passwords=PasswordService(password_hasher(settings)),
+        started_at=time.monotonic(),
+    )
+    return resources
 
 
-async def close_resources(state: State) -> None:
+async def close_resources(resources: Resources) -> None:
     """Close what open_resources opened, queue first (local jobs still use the rest)."""
-    await state.jobs.close()
-    await state.breakers.close()
-    await close_storage(state.storage)
-    await state.http.aclose()
-    await state.redis.close()
-    await state.database.dispose()
+    await resources.jobs.close()
+    await resources.breakers.close()
+    await close_storage(resources.storage)
+    await resources.http.aclose()
+    await resources.redis.close()
+    await resources.database.dispose()

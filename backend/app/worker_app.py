@@ -1,6 +1,6 @@
 """The worker app for the Elastic Beanstalk worker tier: /worker/* routes and GET /health only.
 
-sqsd (EB's, or ``python -m app.local_sqsd``) POSTs queue messages and cron tasks to it.
+sqsd (EB's, or ``python -m devtools.local_sqsd`` locally) POSTs queue messages and cron tasks to it.
 """
 
 from collections.abc import AsyncIterator
@@ -9,21 +9,21 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.config import Settings, get_settings
-from app.errors import install_error_handlers
-from app.logging_config import configure_logging, resolve_format
+from app.error_handlers import install_error_handlers
 from app.middleware.request_context import RequestContextMiddleware
+from app.observability.logging import configure_logging, resolve_format
 from app.resources import close_resources, open_resources
 from app.routers import metrics, worker_routes
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Create the worker process's resources at startup and close them at shutdown."""
-    await open_resources(app.state, app.state.settings, role="worker")
+    """Open the worker process's resources at startup and close them at shutdown."""
+    app.state.resources = await open_resources(app.state.settings, role="worker")
     try:
         yield
     finally:
-        await close_resources(app.state)
+        await close_resources(app.state.resources)
 
 
 def create_worker_app(settings: Settings | None = None) -> FastAPI:

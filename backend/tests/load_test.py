@@ -6,7 +6,7 @@ Run against a local server only, e.g.:
 
 Scenarios (LOAD_SCENARIO): normal (100 users steady), spike (100 -> 1,000 suddenly -> 100),
 soak (100 users for 1 hour), stress (up to 1,000 users at 50/s, held for 10 minutes).
-Accounts come from `python -m app.seed` (loadtest_N@test.com / LoadTest123!, admin
+Accounts come from `python -m devtools.seed` (loadtest_N@test.com / LoadTest123!, admin
 loadtest_admin@test.com / AdminTest123!, and with `--admins N` loadtest_admin_2..N@test.com for
 LOADTEST_ADMINS=N concurrent admins); a missing candidate account is registered.
 

@@ -96,7 +96,7 @@ def http_benchmark(seconds: int, rounds: int) -> dict[str, list[dict[str, float]
             capture_output=True,
         )
         subprocess.run(
-            [PYTHON, "-m", "app.seed", "--candidates", "1", "--jobs", "5000"],
+            [PYTHON, "-m", "devtools.seed", "--candidates", "1", "--jobs", "5000"],
             cwd=backend,
             env=env,
             check=True,

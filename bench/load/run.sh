@@ -28,7 +28,7 @@ export GUNICORN_KEEPALIVE=75
 cd "$ROOT/backend"
 "$ROOT/.venv/bin/alembic" upgrade head >/dev/null 2>&1
 ADMINS=$(( USERS / 10 + 1 ))
-"$ROOT/.venv/bin/python" -m app.seed --candidates "$USERS" --jobs 500 --admins "$ADMINS"
+"$ROOT/.venv/bin/python" -m devtools.seed --candidates "$USERS" --jobs 500 --admins "$ADMINS"
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --daemonize no \
   >"$OUT/redis.log" 2>&1 &
 REDIS_PID=$!

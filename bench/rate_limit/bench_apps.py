@@ -17,7 +17,7 @@ from fastapi import Depends, FastAPI, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.config import Settings
-from app.errors import error_response
+from app.error_handlers import error_response
 from app.gunicorn_worker import tune_garbage_collector
 from app.middleware.rate_limiter import RateLimitMiddleware
 from app.services.redis import RedisService
@@ -150,12 +150,13 @@ def with_ours() -> FastAPI:
         trusted_proxy_count=1,
     )
 
+    redis = RedisService(settings)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.redis = RedisService(settings)
-        await app.state.redis.start()
+        await redis.start()
         yield
-        await app.state.redis.close()
+        await redis.close()
 
     app = FastAPI(lifespan=lifespan)
 
@@ -163,7 +164,7 @@ def with_ours() -> FastAPI:
     async def jobs(request: Request) -> dict[str, Any]:
         return {"jobs": []}
 
-    app.add_middleware(RateLimitMiddleware, settings=settings)
+    app.add_middleware(RateLimitMiddleware, settings=settings, redis=redis)
     return app
 
 

@@ -102,9 +102,9 @@ async def main() -> None:
         trusted_proxy_count=1,
     )
     app = _App()
-    app.state.redis = RedisService(settings)
-    await app.state.redis.start()
-    limiter = RateLimitMiddleware(trivial, settings)
+    redis = RedisService(settings)
+    await redis.start()
+    limiter = RateLimitMiddleware(trivial, settings, redis=redis)
     try:
         await phase(limiter, app, 1000, 0)  # warm-up
         results = {"healthy": await phase(limiter, app, requests, 10_000)}
@@ -114,7 +114,7 @@ async def main() -> None:
         await asyncio.sleep(settings.redis_backoff_max_seconds + 1)
         results["redis restarted"] = await phase(limiter, app, requests, 30_000)
     finally:
-        await app.state.redis.close()
+        await redis.close()
         redis_server.cleanup()
     lines = [
         "# Redis outage: latency added by the rate limiter",

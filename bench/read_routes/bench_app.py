@@ -21,7 +21,7 @@ from sqlalchemy import select
 from starlette.responses import Response
 
 from app.config import Settings
-from app.database import SessionDep
+from app.deps import SessionDep
 from app.gunicorn_worker import tune_garbage_collector
 from app.main import create_app
 from app.models import Job

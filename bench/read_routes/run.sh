@@ -12,7 +12,7 @@ export BENCH_DATABASE_URL="postgresql+asyncpg://postgres@127.0.0.1:5432/$DB"
 psql -q -h 127.0.0.1 -U postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
 cd "$ROOT/backend"
 DATABASE_URL="$BENCH_DATABASE_URL" "$ROOT/.venv/bin/alembic" upgrade head >/dev/null 2>&1
-DATABASE_URL="$BENCH_DATABASE_URL" "$ROOT/.venv/bin/python" -m app.seed --candidates 1 --jobs 5000
+DATABASE_URL="$BENCH_DATABASE_URL" "$ROOT/.venv/bin/python" -m devtools.seed --candidates 1 --jobs 5000
 psql -q -h 127.0.0.1 -U postgres -d $DB -c "VACUUM ANALYZE"
 
 PYTHONPATH="$ROOT/backend:$ROOT/bench/read_routes" taskset -c 0 "$ROOT/.venv/bin/uvicorn" bench_app:app \

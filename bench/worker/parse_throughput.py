@@ -10,7 +10,7 @@ import time
 
 import docx
 
-from app.services.resume_parser import parse_resume
+from app.domain.resume_parser import parse_resume
 from tests.worker.helpers import pdf_bytes
 
 RESUME = (

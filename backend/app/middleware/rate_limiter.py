@@ -23,11 +23,13 @@ from prometheus_client import Counter
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.client_ip import ClientIP
 from app.config import Settings
-from app.errors import error_response
+from app.config.rate_limits import RateLimitTier
+from app.deps import resources_of
+from app.error_handlers import error_response
+from app.middleware.client_ip import ClientIP
 from app.security import InvalidToken, decode_access_token_with_key
-from app.services.rate_limit_buckets import (
+from app.services.ratelimit.buckets import (
     BucketSpecs,
     Decision,
     DecisionRequest,
@@ -37,7 +39,7 @@ from app.services.rate_limit_buckets import (
     ceil_seconds,
     now_us,
 )
-from app.services.rate_limit_rules import RateLimitRules, RateLimitTier
+from app.services.ratelimit.rules import RateLimitRules
 from app.services.redis import RedisService
 
 logger = logging.getLogger(__name__)
@@ -90,8 +92,8 @@ class _TierPlan:
 
 
 class RateLimitMiddleware:
-    """Pure ASGI rate limiter. Reads the RedisService from `scope["app"].state.redis` unless one
-    is given; with neither (or no REDIS_URL) it limits in-process at the full limit."""
+    """Pure ASGI rate limiter. Uses the given RedisService, else the app's (app.deps); without
+    REDIS_URL it limits in-process at the full limit."""
 
     def __init__(self, app: ASGIApp, settings: Settings, redis: RedisService | None = None) -> None:
         self.app = app
@@ -152,10 +154,8 @@ class RateLimitMiddleware:
         await self.app(scope, receive, self._with_headers(send, plan, decision))
 
     async def _decide(self, scope: Scope, request: DecisionRequest) -> tuple[Decision, str]:
-        redis = self._given_redis
-        if redis is None:
-            redis = getattr(getattr(scope.get("app"), "state", None), "redis", None)
-        if redis is None or redis.client is None:
+        redis = self._given_redis or resources_of(scope["app"]).redis
+        if redis.client is None:
             return self._local.decide(request, 1, now_us()), "local"
         now = now_us()
         cached = self._denials.check(request.cache_key, now)

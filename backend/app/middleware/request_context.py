@@ -1,69 +1,32 @@
 """Request context as pure ASGI middleware: request id, access log line and request metrics.
 
-Every HTTP request gets a `RequestContext` in a contextvar: the caller's `X-Request-ID` when it is
-well-formed (else a generated one), echoed on the response, and the user id once auth resolves it
-(`set_user_id`, called by app.deps). app.logging_config puts both on every log line. When the
-response is finished the middleware writes one access log line (method, route template, status,
-duration) and records the request metrics.
+Every HTTP request gets a `RequestContext` (app.observability.context): the caller's
+`X-Request-ID` when it is well-formed (else a generated one), echoed on the response, and the user
+id once auth resolves it. app.observability.logging puts both on every log line. When the response
+is finished the middleware writes one access log line (method, route template, status, duration)
+and records the request metrics.
 """
 
 import logging
-import re
 import time
-import uuid
-from contextvars import ContextVar
-from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import error_response
-from app.metrics import RequestMetrics
+from app.error_handlers import error_response
+from app.observability.context import (
+    RequestContext,
+    accept_request_id,
+    bind_request,
+    unbind_request,
+)
+from app.observability.metrics import RequestMetrics
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("app.access")
 
 REQUEST_ID_HEADER = b"x-request-id"
-# Ids from clients and proxies are copied into every log line: a strict alphabet and length keep
-# them from forging log content or bloating it.
-_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 # Label for requests no route matched (404s, refusals before routing): bounded cardinality.
 UNMATCHED_ROUTE = "<unmatched>"
-
-
-@dataclass(slots=True)
-class RequestContext:
-    """What log lines need to know about the current request.
-
-    Mutable on purpose: sync dependencies run in a thread with a *copy* of the context, so a
-    user id is recorded by changing this shared object, not by setting the variable again.
-    """
-
-    request_id: str
-    user_id: int | None = None
-
-
-_current: ContextVar[RequestContext | None] = ContextVar("request_context", default=None)
-
-
-def current_request() -> RequestContext | None:
-    """The context of the request being handled, or None outside a request."""
-    return _current.get()
-
-
-def set_user_id(user_id: int) -> None:
-    """Record the authenticated user for the rest of the request's log lines."""
-    context = _current.get()
-    if context is not None:
-        context.user_id = user_id
-
-
-def accept_request_id(value: bytes | None) -> str:
-    """The caller's request id if well-formed, else a new random one."""
-    if value is not None:
-        text = value.decode("latin-1")
-        if _VALID_REQUEST_ID.fullmatch(text):
-            return text
-    return uuid.uuid4().hex
 
 
 def route_template(scope: Scope) -> str:
@@ -91,7 +54,7 @@ class RequestContextMiddleware:
                 supplied = value
                 break
         context = RequestContext(accept_request_id(supplied))
-        token = _current.set(context)
+        token = bind_request(context)
         request_id = context.request_id.encode("latin-1")
         status = 500
         response_started = False
@@ -136,4 +99,4 @@ class RequestContextMiddleware:
                         "duration_ms": round(duration * 1000, 2),
                     },
                 )
-            _current.reset(token)
+            unbind_request(token)

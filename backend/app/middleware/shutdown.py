@@ -19,7 +19,7 @@ import logging
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import error_response
+from app.error_handlers import error_response
 
 logger = logging.getLogger(__name__)
 

@@ -1,14 +1,22 @@
 """Admin routes: dashboard, candidates, results, AI question generation and job management."""
 
-from dataclasses import asdict
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
 from starlette.responses import Response
 
-from app.database import ReadConnDep, SessionDep, get_database
-from app.deps import AdminUser
-from app.routers.pagination import Page, PageSize
+from app.deps import (
+    AdminUser,
+    AIDep,
+    CacheDep,
+    DatabaseDep,
+    ReadConnDep,
+    SessionDep,
+    SettingsDep,
+)
+from app.domain import assessments, attempts, candidate_search, jobs, profiles, reports
+from app.domain.caching import ADMIN_DASHBOARD, CANDIDATE_SEARCH
+from app.http_cache import cached_response
 from app.schemas.admin import (
     AIGenerateIn,
     AIGenerateOut,
@@ -18,32 +26,24 @@ from app.schemas.admin import (
     ResultListOut,
 )
 from app.schemas.job import AdminJobOut, JobCreateIn, JobListOut, JobUpdateIn
-from app.services import admin, assessments, candidate_search, jobs
-from app.services.ai import AIService, Difficulty
-from app.services.cache import (
-    ADMIN_DASHBOARD,
-    AI_QUESTIONS,
-    CANDIDATE_SEARCH,
-    TESTS_TAG,
-    CacheDep,
-    cached,
-    invalidate_on_commit,
-    make_key,
-)
+from app.schemas.pagination import Page, PageSize
+from app.services.cache import make_key
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
 
 
 @router.get("/dashboard", response_model=DashboardOut)
-async def dashboard(user: AdminUser, request: Request, cache: CacheDep) -> Response:
+async def dashboard(
+    user: AdminUser, request: Request, cache: CacheDep, database: DatabaseDep
+) -> Response:
     """Headline counts for the admin home page (cached briefly; the same for every admin)."""
 
     async def compute() -> bytes:
-        async with get_database(request).read_engine.connect() as connection:
-            counts = await admin.dashboard(connection)
+        async with database.read_engine.connect() as connection:
+            counts = await reports.dashboard(connection)
         return DashboardOut.model_validate(counts).model_dump_json().encode()
 
-    return await cache.response(request, ADMIN_DASHBOARD, "all", compute)
+    return await cached_response(request, cache, ADMIN_DASHBOARD, "all", compute)
 
 
 @router.get("/candidates")
@@ -52,7 +52,7 @@ async def list_candidates(
 ) -> CandidateListOut:
     """Candidates, newest first."""
     return CandidateListOut.model_validate(
-        await admin.list_candidates(connection, page=page, page_size=page_size)
+        await profiles.list_candidates(connection, page=page, page_size=page_size)
     )
 
 
@@ -61,18 +61,19 @@ async def search_candidates(
     user: AdminUser,
     request: Request,
     cache: CacheDep,
+    database: DatabaseDep,
     q: Annotated[str, Query(min_length=1, max_length=200)],
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> Response:
     """Candidates ranked by how well their skills and summary match `q`."""
 
     async def compute() -> bytes:
-        async with get_database(request).read_engine.connect() as connection:
+        async with database.read_engine.connect() as connection:
             items = await candidate_search.search_candidates(connection, q, limit)
         result = CandidateSearchOut.model_validate({"query": q, "items": items})
         return result.model_dump_json().encode()
 
-    return await cache.response(request, CANDIDATE_SEARCH, make_key(q, limit), compute)
+    return await cached_response(request, cache, CANDIDATE_SEARCH, make_key(q, limit), compute)
 
 
 @router.get("/results")
@@ -85,31 +86,25 @@ async def list_results(
 ) -> ResultListOut:
     """Completed attempts with scores, newest first."""
     return ResultListOut.model_validate(
-        await admin.list_results(connection, test_id=test_id, page=page, page_size=page_size)
+        await attempts.completed_results(
+            connection, test_id=test_id, page=page, page_size=page_size
+        )
     )
-
-
-@cached(
-    AI_QUESTIONS,
-    key=lambda ai, backend, topic, count, difficulty: make_key(backend, topic, count, difficulty),
-)
-async def _generate_questions(
-    ai: AIService, backend: str, topic: str, count: int, difficulty: Difficulty
-) -> list[dict[str, Any]]:
-    """Generated questions, cached by the input's hash (`backend` names the model behind `ai`)."""
-    return [asdict(question) for question in await ai.generate_questions(topic, count, difficulty)]
 
 
 @router.post("/ai-generate")
 async def ai_generate(
-    body: AIGenerateIn, request: Request, user: AdminUser, session: SessionDep, cache: CacheDep
+    body: AIGenerateIn,
+    user: AdminUser,
+    session: SessionDep,
+    cache: CacheDep,
+    ai: AIDep,
+    settings: SettingsDep,
 ) -> AIGenerateOut:
     """Generate test questions on a topic; optionally save them as a new test."""
-    ai: AIService = request.app.state.ai
-    settings = request.app.state.settings
-    backend = f"{settings.ai_backend}:{settings.gemini_model}"
-    generated = await _generate_questions(
-        cache, ai, backend, body.topic, body.count, body.difficulty
+    model = f"{settings.ai_backend}:{settings.gemini_model}"
+    generated = await assessments.generate_questions(
+        ai, cache, model, body.topic, body.count, body.difficulty
     )
     test_id = None
     if body.create_test:
@@ -121,7 +116,6 @@ async def ai_generate(
             description=f"Generated questions on {body.topic} ({body.difficulty}).",
             questions=generated,
         )
-        invalidate_on_commit(session, TESTS_TAG)
         test_id = test.id
     return AIGenerateOut.model_validate(
         {"topic": body.topic, "questions": generated, "test_id": test_id}
@@ -130,11 +124,11 @@ async def ai_generate(
 
 @router.get("/jobs", response_model=JobListOut)
 async def list_all_jobs(
-    user: AdminUser, request: Request, page: Page = 1, page_size: PageSize = 20
+    user: AdminUser, database: DatabaseDep, page: Page = 1, page_size: PageSize = 20
 ) -> Response:
     """Every job, inactive ones included, newest first."""
     body = await jobs.list_jobs_json(
-        get_database(request),
+        database,
         search=None,
         job_type=None,
         location=None,

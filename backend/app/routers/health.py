@@ -13,8 +13,7 @@ goes to the log.
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -22,11 +21,14 @@ from sqlalchemy import text
 from sqlalchemy.pool import QueuePool
 from starlette.responses import Response
 
-from app.client_ip import ClientIP
 from app.config import Settings
-from app.deps import SettingsDep, verify_bearer
-from app.errors import Forbidden, error_response
-from app.middleware.shutdown import DrainState
+from app.database import Database
+from app.deps import SettingsDep, drain_of, resources_of, verify_bearer
+from app.error_handlers import error_response
+from app.errors import Forbidden
+from app.middleware.client_ip import ClientIP
+from app.services.job_queue import JobQueue
+from app.services.redis import RedisService
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +38,6 @@ _bearer = HTTPBearer(auto_error=False)
 CheckStatus = Literal["ok", "down", "disabled"]
 
 
-class QueueDepths(Protocol):
-    """What /health/detailed needs from `app.state.jobs` (app/services/job_queue.py)."""
-
-    async def depths(self) -> Mapping[str, Any]:
-        """Per queue name: JSON-able depth counts, or None when that queue could not be read."""
-        ...
-
-
 def _check(status: CheckStatus, started: float | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {"status": status}
     if started is not None:
@@ -51,10 +45,7 @@ def _check(status: CheckStatus, started: float | None = None) -> dict[str, Any]:
     return result
 
 
-async def _check_database(request: Request, timeout: float) -> dict[str, Any]:  # noqa: ASYNC109
-    database = getattr(request.app.state, "database", None)
-    if database is None:
-        return _check("disabled")
+async def _check_database(database: Database, timeout: float) -> dict[str, Any]:  # noqa: ASYNC109
     started = time.perf_counter()
     try:
         async with asyncio.timeout(timeout):
@@ -67,9 +58,8 @@ async def _check_database(request: Request, timeout: float) -> dict[str, Any]:  
     return _check("ok", started)
 
 
-async def _check_redis(request: Request, timeout: float) -> dict[str, Any]:  # noqa: ASYNC109
-    redis = getattr(request.app.state, "redis", None)
-    if redis is None or redis.client is None:
+async def _check_redis(redis: RedisService, timeout: float) -> dict[str, Any]:  # noqa: ASYNC109
+    if redis.client is None:
         return _check("disabled")
     started = time.perf_counter()
     latency = await redis.ping(timeout=timeout)
@@ -81,11 +71,12 @@ async def _check_redis(request: Request, timeout: float) -> dict[str, Any]:  # n
 async def _readiness(request: Request, settings: Settings) -> tuple[str, dict[str, Any]]:
     """The overall status (ready, degraded, not_ready, draining) and the individual checks."""
     timeout = settings.health_check_timeout_seconds
+    resources = resources_of(request.app)
     database, redis = await asyncio.gather(
-        _check_database(request, timeout), _check_redis(request, timeout)
+        _check_database(resources.database, timeout), _check_redis(resources.redis, timeout)
     )
     checks = {"database": database, "redis": redis}
-    drain: DrainState | None = getattr(request.app.state, "drain", None)
+    drain = drain_of(request.app)
     if drain is not None and drain.draining:
         return "draining", checks
     if database["status"] == "down":
@@ -143,10 +134,7 @@ def require_ops_access(
 OpsAccess = Depends(require_ops_access)
 
 
-def _pool_stats(request: Request) -> dict[str, Any] | None:
-    database = getattr(request.app.state, "database", None)
-    if database is None:
-        return None
+def _pool_stats(database: Database) -> dict[str, Any]:
     pool = database.engine.sync_engine.pool
     if isinstance(pool, QueuePool):
         return {
@@ -160,10 +148,7 @@ def _pool_stats(request: Request) -> dict[str, Any] | None:
     return {"class": type(pool).__name__}
 
 
-async def _queue_depths(request: Request, timeout: float) -> dict[str, Any] | None:  # noqa: ASYNC109
-    queue: QueueDepths | None = getattr(request.app.state, "jobs", None)
-    if queue is None:
-        return None
+async def _queue_depths(queue: JobQueue, timeout: float) -> dict[str, Any]:  # noqa: ASYNC109
     try:
         async with asyncio.timeout(timeout):
             result = await queue.depths()
@@ -178,20 +163,18 @@ async def detailed(request: Request, settings: SettingsDep) -> dict[str, Any]:
     """Operators' view: version, environment, uptime, checks, circuit breakers, queue depths
     and connection pool statistics. Admin token or an OPS_ALLOWED_NETWORKS client only."""
     status, checks = await _readiness(request, settings)
-    breakers = getattr(request.app.state, "breakers", None)
-    redis = getattr(request.app.state, "redis", None)
-    started_at: float | None = getattr(request.app.state, "started_at", None)
+    resources = resources_of(request.app)
     return {
         "status": status,
         "version": settings.app_version,
         "environment": settings.environment,
-        "uptime_seconds": round(time.monotonic() - started_at, 1) if started_at else None,
+        "uptime_seconds": round(time.monotonic() - resources.started_at, 1),
         "checks": checks,
         "redis": {
             "mode": settings.redis_mode if settings.redis_url else "memory",
-            "available": bool(redis is not None and redis.available),
+            "available": resources.redis.available,
         },
-        "circuit_breakers": breakers.states() if breakers is not None else {},
-        "queues": await _queue_depths(request, settings.health_check_timeout_seconds),
-        "database_pool": _pool_stats(request),
+        "circuit_breakers": resources.breakers.states(),
+        "queues": await _queue_depths(resources.jobs, settings.health_check_timeout_seconds),
+        "database_pool": _pool_stats(resources.database),
     }

@@ -5,11 +5,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from app.database import get_database
-from app.routers.pagination import Page, PageSize
+from app.deps import resources_of
+from app.domain import jobs
+from app.domain.caching import JOB_DETAIL, JOB_LISTINGS
+from app.http_cache import cached_response
 from app.schemas.job import JobListOut, JobOut
-from app.services import jobs
-from app.services.cache import JOB_DETAIL, JOB_LISTINGS, get_cache, make_key
+from app.schemas.pagination import Page, PageSize
+from app.services.cache import make_key
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
@@ -26,11 +28,13 @@ async def list_jobs(
     page_size: PageSize = 20,
 ) -> Response:
     """Active jobs, newest first; `search` matches title, company and description."""
+    # Resources straight from the app: on the hottest route a dependency costs a resolution.
+    resources = resources_of(request.app)
 
     # The database is touched only on a miss: a hit costs one Redis call and no pool checkout.
     async def compute() -> bytes:
         return await jobs.list_jobs_json(
-            get_database(request),
+            resources.database,
             search=search,
             job_type=job_type,
             location=location,
@@ -39,15 +43,15 @@ async def list_jobs(
         )
 
     key = make_key(search, job_type, location, page, page_size)
-    # The cache straight from app.state: on the hottest route a dependency costs a resolution.
-    return await get_cache(request).response(request, JOB_LISTINGS, key, compute)
+    return await cached_response(request, resources.cache, JOB_LISTINGS, key, compute)
 
 
 @router.get("/{job_id}", response_model=JobOut)
 async def get_job(job_id: int, request: Request) -> Response:
     """One active job."""
+    resources = resources_of(request.app)
 
     async def compute() -> bytes:
-        return await jobs.get_job_json(get_database(request), job_id)
+        return await jobs.get_job_json(resources.database, job_id)
 
-    return await get_cache(request).response(request, JOB_DETAIL, make_key(job_id), compute)
+    return await cached_response(request, resources.cache, JOB_DETAIL, make_key(job_id), compute)

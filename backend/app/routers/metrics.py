@@ -4,7 +4,7 @@ from fastapi import APIRouter
 from starlette.responses import Response
 
 from app.deps import SettingsDep
-from app.metrics import render_metrics
+from app.observability.metrics import render_metrics
 from app.routers.health import OpsAccess
 
 router = APIRouter(tags=["health"])

@@ -4,10 +4,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.database import SessionDep
-from app.deps import CurrentUser
+from app.deps import CurrentUser, SessionDep
+from app.domain import notifications
 from app.schemas.notification import NotificationListOut, NotificationOut
-from app.services import notifications
 
 router = APIRouter(prefix="/api/notifications", tags=["notifications"])
 

@@ -6,13 +6,10 @@ from fastapi import APIRouter, Request, status
 from starlette.datastructures import UploadFile
 from starlette.types import Message
 
-from app.database import SessionDep
-from app.deps import CandidateUser, SettingsDep
+from app.deps import CandidateUser, JobQueueDep, SessionDep, SettingsDep, StorageDep
+from app.domain import profiles, resumes
 from app.errors import InvalidInput, PayloadTooLarge
 from app.schemas.profile import ProfileOut, ProfileUpdateIn, ResumeStatusOut
-from app.services import profiles
-from app.services.job_queue import JobQueueDep
-from app.services.storage import Storage
 
 router = APIRouter(prefix="/api/profile", tags=["profile"])
 
@@ -87,6 +84,7 @@ async def upload_resume(
     user: CandidateUser,
     session: SessionDep,
     settings: SettingsDep,
+    storage: StorageDep,
     jobs: JobQueueDep,
 ) -> ResumeStatusOut:
     """Upload a PDF, DOCX or TXT resume (size-limited; type and content must agree).
@@ -94,15 +92,13 @@ async def upload_resume(
     202: the file is stored and its parsing queued (status "queued"); follow resume-status.
     """
     filename, data, content_type = await _read_resume(request, settings.max_resume_bytes)
-    storage: Storage = request.app.state.storage
-    profile = await profiles.store_resume(
-        session, storage, user.user_id, filename, data, content_type
+    uploaded = await resumes.upload_resume(
+        session, storage, jobs, user.user_id, filename, data, content_type
     )
-    await profiles.queue_resume_parsing(session, jobs, profile)
-    return ResumeStatusOut.model_validate(await profiles.get_resume_status(session, user.user_id))
+    return ResumeStatusOut.model_validate(uploaded)
 
 
 @router.get("/resume-status")
 async def resume_status(user: CandidateUser, session: SessionDep) -> ResumeStatusOut:
     """Where the latest resume is in its processing."""
-    return ResumeStatusOut.model_validate(await profiles.get_resume_status(session, user.user_id))
+    return ResumeStatusOut.model_validate(await resumes.get_resume_status(session, user.user_id))

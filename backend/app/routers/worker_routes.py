@@ -11,9 +11,11 @@ import ipaddress
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from app.errors import BadRequest, Forbidden, error_response
+from app.deps import get_app_settings, resources_of
+from app.error_handlers import error_response
+from app.errors import BadRequest, Forbidden
 from app.services.job_queue import Delivery, Outcome
-from app.services.worker_tasks import WorkerContext, process
+from app.worker.delivery import process
 
 MSGID_HEADER = "x-aws-sqsd-msgid"
 
@@ -27,7 +29,7 @@ def _is_loopback(address: str) -> bool:
 
 def require_local_daemon(request: Request) -> None:
     """403 unless the request comes from this host (WORKER_ALLOW_REMOTE lifts the check)."""
-    if request.app.state.settings.worker_allow_remote:
+    if get_app_settings(request).worker_allow_remote:
         return
     hops = [request.client.host if request.client else ""]
     hops += [hop for hop in request.headers.get("x-forwarded-for", "").split(",") if hop.strip()]
@@ -58,7 +60,7 @@ async def _deliver(request: Request, task: str) -> Response:
         cron_task_name=headers.get("x-aws-sqsd-taskname"),
         scheduled_at=headers.get("x-aws-sqsd-scheduled-at"),
     )
-    outcome = await process(WorkerContext.from_state(request.app.state), delivery)
+    outcome = await process(resources_of(request.app).worker_context(), delivery)
     if outcome is Outcome.RETRY:
         return error_response(503, "job_retry", "The job failed and will be retried.")
     return Response(

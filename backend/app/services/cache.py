@@ -33,23 +33,21 @@ import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import update_wrapper
-from typing import Annotated, Any, Concatenate, Final, ParamSpec, TypeVar, cast
+from typing import Any, Concatenate, Final, ParamSpec, TypeVar, cast
 
 import orjson
 import redis
-from fastapi import Depends, Request
 from prometheus_client import Counter
 from pydantic import BaseModel
 from redis.exceptions import NoScriptError
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
-from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
 from app.services.redis import RedisService
@@ -212,21 +210,6 @@ class Namespace:
         object.__setattr__(self, "_bypasses", CACHE_BYPASSES.labels(self.name))
 
 
-# Tags.
-JOBS_TAG = "jobs"
-TESTS_TAG = "tests"
-CANDIDATES_TAG = "candidates"
-
-# The product's namespaces (declared here so every process, the worker included, knows them).
-JOB_LISTINGS = Namespace("job_listings", "job_listings", tags=(JOBS_TAG,))
-JOB_DETAIL = Namespace("job_detail", "job_listings", tags=(JOBS_TAG,))
-TESTS_AVAILABLE = Namespace("tests_available", "test_config", tags=(TESTS_TAG,))
-TEST_CONFIG = Namespace("test_config", "test_config", tags=(TESTS_TAG,))
-ADMIN_DASHBOARD = Namespace("admin_dashboard", "admin_dashboard")
-CANDIDATE_SEARCH = Namespace("candidate_search", "search_results", tags=(CANDIDATES_TAG,))
-AI_QUESTIONS = Namespace("ai_questions", "ai_response")
-
-
 def make_key(*parts: str | int | float | bool | None) -> str:
     """A fixed-length key for the given parts (a hash of their JSON: no separator ambiguity)."""
     return hashlib.blake2b(orjson.dumps(parts), digest_size=16).hexdigest()
@@ -235,17 +218,6 @@ def make_key(*parts: str | int | float | bool | None) -> str:
 def content_etag(body: bytes) -> str:
     """A strong ETag from the body's hash: the same in every process and after restarts."""
     return '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
-
-
-def etag_matches(if_none_match: str | None, etag: str) -> bool:
-    """Whether an If-None-Match header names `etag` (weak comparison, as RFC 9110 asks)."""
-    if not if_none_match:
-        return False
-    if if_none_match.strip() == "*":
-        return True
-    return any(
-        candidate.strip().removeprefix("W/") == etag for candidate in if_none_match.split(",")
-    )
 
 
 def _json_default(value: Any) -> Any:
@@ -279,9 +251,17 @@ def _http_payload(body: bytes) -> bytes:
     return _KIND_HTTP + content_etag(body).encode() + b"\n" + body
 
 
-def _split_http_payload(payload: bytes) -> tuple[str, bytes]:
+@dataclass(frozen=True, slots=True)
+class CachedBody:
+    """A stored response body and its strong content ETag."""
+
+    etag: str
+    body: bytes
+
+
+def _split_http_payload(payload: bytes) -> CachedBody:
     newline = payload.index(b"\n")
-    return payload[1:newline].decode(), payload[newline + 1 :]
+    return CachedBody(payload[1:newline].decode(), payload[newline + 1 :])
 
 
 class _FlightAbandoned(Exception):
@@ -296,7 +276,7 @@ class _Keys:
 
 
 class Cache:
-    """The process's cache-aside layer over `RedisService` (lives on `app.state.cache`)."""
+    """The process's cache-aside layer over `RedisService` (one per process, in its resources)."""
 
     def __init__(self, settings: Settings, redis_service: RedisService) -> None:
         self.enabled = settings.cache_enabled
@@ -357,17 +337,15 @@ class Cache:
             await self.get_or_compute(namespace, key, compute, user_id=user_id)
         )
 
-    async def response(
+    async def http_body(
         self,
-        request: Request,
         namespace: Namespace,
         key: str,
         compute_body: Callable[[], Awaitable[bytes]],
         *,
         user_id: int | None = None,
-        media_type: str = "application/json",
-    ) -> Response:
-        """A 200 response whose body is served as stored, with a content ETag; 304 on a match.
+    ) -> CachedBody:
+        """A response body stored as computed, with its content ETag (see app.http_cache).
 
         Only successful bodies are cached: an exception from `compute_body` propagates as usual.
         """
@@ -376,10 +354,7 @@ class Cache:
             return _http_payload(await compute_body())
 
         payload = await self._fetch(namespace, self._user_key(namespace, key, user_id), produce)
-        etag, body = _split_http_payload(payload)
-        if etag_matches(request.headers.get("if-none-match"), etag):
-            return Response(status_code=304, headers={"ETag": etag})
-        return Response(body, media_type=media_type, headers={"ETag": etag})
+        return _split_http_payload(payload)
 
     async def invalidate(self, *tags: str) -> None:
         """Make every entry under `tags` unreadable: one generation bump per namespace using them.
@@ -638,113 +613,89 @@ def cached(
     return decorate
 
 
-def get_cache(request: Request) -> Cache:
-    """FastAPI dependency: the process's Cache."""
-    cache: Cache = request.app.state.cache
-    return cache
-
-
-CacheDep = Annotated[Cache, Depends(get_cache)]
-
-
-# Invalidation after commit. Services call `invalidate_on_commit(session, tag)`; when that
-# session commits, the tags move to the request's pending set, and the middleware below bumps
-# them before the response starts. The session dependency commits before the response, so the
-# bump lands after the commit and before the client can learn the write succeeded; a rolled
-# back transaction invalidates nothing.
+# Invalidation after commit. Services call `invalidate_on_commit(session, tag)`; when that session
+# commits, the tags go to the current `invalidation_scope`. A web request's scope holds them until
+# its response starts (the session dependency commits before the response, so the bump lands after
+# the commit and before the client can learn the write succeeded); a worker job's scope sends them
+# at once. A rolled back transaction invalidates nothing.
 
 _SESSION_KEY: Final = "cache_invalidate_on_commit"
 
 
-@dataclass(slots=True)
-class _RequestTags:
-    """Tags committed during one request; `open` until its response has started."""
+@dataclass(slots=True, eq=False)
+class InvalidationScope:
+    """Where committed tags go: held while `holding` (a response is pending), else sent at once."""
 
-    cache: Cache
+    cache: "Cache"
+    holding: bool
     tags: set[str] = field(default_factory=set)
-    open: bool = True
+    sending: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def release(self) -> None:
+        """Send the held tags; tags committed from now on are sent at commit."""
+        self.holding = False
+        if self.tags:
+            tags = list(self.tags)
+            self.tags.clear()
+            await self.cache.invalidate(*tags)
+
+    def _committed(self, tags: set[str]) -> None:
+        if self.holding:
+            self.tags.update(tags)
+            return
+        task = asyncio.get_running_loop().create_task(self.cache.invalidate(*tags))
+        # Kept referenced until done, also past the scope (a commit after its request ended).
+        _SENDING.add(task)
+        self.sending.add(task)
+        task.add_done_callback(_SENDING.discard)
+        task.add_done_callback(self.sending.discard)
 
 
-_REQUEST_TAGS: ContextVar[_RequestTags | None] = ContextVar("cache_request_tags", default=None)
-# Invalidations sent from commits after their request ended (kept referenced until done).
-_BACKGROUND: set[asyncio.Task[None]] = set()
+_SCOPE: ContextVar[InvalidationScope | None] = ContextVar("cache_invalidation_scope", default=None)
+_SENDING: set[asyncio.Task[None]] = set()
+
+
+@asynccontextmanager
+async def invalidation_scope(cache: "Cache", *, holding: bool) -> AsyncIterator[InvalidationScope]:
+    """Collect the tags committed inside the block; on exit, send what is left and wait for it."""
+    scope = InvalidationScope(cache, holding)
+    token = _SCOPE.set(scope)
+    try:
+        yield scope
+    finally:
+        _SCOPE.reset(token)
+        await scope.release()
+        if scope.sending:
+            await asyncio.gather(*scope.sending, return_exceptions=True)
 
 
 @dataclass(slots=True)
 class _SessionTags:
-    target: _RequestTags | None
+    target: InvalidationScope | None
     tags: set[str] = field(default_factory=set)
 
 
 def invalidate_on_commit(session: AsyncSession | Session, *tags: str) -> None:
-    """Invalidate `tags` once `session` commits (inside a request served by the middleware).
-
-    A commit after the request ended (a background task started by it) sends the bump at once,
-    without ordering against any response. Outside any request (worker handlers, scripts),
-    commit and then call `Cache.invalidate` yourself.
-    """
-    pending: _SessionTags = session.info.setdefault(_SESSION_KEY, _SessionTags(_REQUEST_TAGS.get()))
+    """Invalidate `tags` once `session` commits, through the current `invalidation_scope`."""
+    pending: _SessionTags = session.info.setdefault(_SESSION_KEY, _SessionTags(_SCOPE.get()))
     pending.tags.update(tags)
 
 
 @event.listens_for(Session, "after_commit")
-def _move_tags_after_commit(session: Session) -> None:
+def _send_tags_after_commit(session: Session) -> None:
     pending: _SessionTags | None = session.info.pop(_SESSION_KEY, None)
     if pending is None:
         return
-    target = pending.target
-    if target is None:
+    if pending.target is None:
         logger.warning(
-            "cache tags %s committed outside a request: not invalidated", sorted(pending.tags)
+            "cache tags %s committed outside an invalidation scope: not invalidated",
+            sorted(pending.tags),
         )
-    elif target.open:
-        target.tags.update(pending.tags)
-    else:
-        task = asyncio.get_running_loop().create_task(target.cache.invalidate(*pending.tags))
-        _BACKGROUND.add(task)
-        task.add_done_callback(_BACKGROUND.discard)
-
-
-class CacheInvalidationMiddleware:
-    """Pure ASGI: bumps the tags a request's committed transactions marked, before its response."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        pending = _RequestTags(cache=scope["app"].state.cache)
-        token = _REQUEST_TAGS.set(pending)
-
-        async def send_after_invalidating(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                pending.open = False
-                await _flush(pending)
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_after_invalidating)
-        finally:
-            pending.open = False
-            _REQUEST_TAGS.reset(token)
-            await _flush(pending)  # committed, but no response was started
-
-
-async def _flush(pending: _RequestTags) -> None:
-    if pending.tags:
-        tags = list(pending.tags)
-        pending.tags.clear()
-        await pending.cache.invalidate(*tags)
+        return
+    pending.target._committed(pending.tags)
 
 
 def namespaces_with(tags: Iterable[str]) -> list[Namespace]:
     """The declared namespaces that one of `tags` invalidates."""
     wanted = set(tags)
     return [ns for ns in _NAMESPACES.values() if wanted.intersection(ns.tags)]
-
-
-async def invalidate_candidates(cache: Cache) -> None:
-    """After a committed change to candidate profiles or resumes outside a request (the worker)."""
-    await cache.invalidate(CANDIDATES_TAG)

@@ -1,35 +1,36 @@
-"""The job queue the web tier enqueues into, chosen by QUEUE_BACKEND.
+"""The job queue: task names, the messages that travel through it, and the queue the web tier
+enqueues into (chosen by QUEUE_BACKEND).
 
-``sqs``: SQS through :mod:`app.services.sqs_queue`; the EB worker tier's sqsd POSTs each message
-to the worker app. ``local`` (embedded default): the same handlers run in this process in the
-background, with sqsd's semantics: a job is retried after a delay until it succeeds, is rejected
-for good, or has been tried WORKER_MAX_RECEIVE_COUNT times (then it is recorded as failed, the
-local stand-in for the dead-letter queue). Local jobs live in memory: a process that stops drops
-the ones still waiting.
+``sqs``: SQS (app.services.sqs_queue); the EB worker tier's sqsd POSTs each message to the worker
+app. ``local`` (embedded default): :class:`LocalJobQueue` runs the same handlers in this process in
+the background, with sqsd's semantics: a job is retried after a delay until it succeeds, is
+rejected for good, or has been tried WORKER_MAX_RECEIVE_COUNT times (then it is recorded as failed,
+the local stand-in for the dead-letter queue). Local jobs live in memory: a process that stops
+drops the ones still waiting.
 """
 
 import asyncio
 import enum
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Annotated, Any, Protocol
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
 
-from fastapi import Depends, Request
+import orjson
 
 from app.config import Settings
-from app.services.sqs_queue import (
-    SQS_MAX_MESSAGE_BYTES,
-    JobMessage,
-    MessageTooLarge,
-    SQSClient,
-)
+from app.errors import ServiceUnavailable
+from app.models.base import utcnow
 
 logger = logging.getLogger(__name__)
 
 # Tasks that travel through a queue; cron tasks arrive from the scheduler instead.
 QUEUED_TASKS = ("resume-parse", "vector-index", "email")
 CRON_TASKS = ("cleanup-sessions", "generate-reports")
+# SQS's limit (body plus attributes); the local queue holds messages to it too.
+MAX_MESSAGE_BYTES = 256 * 1024
 
 
 def task_path(task: str) -> str:
@@ -37,17 +38,55 @@ def task_path(task: str) -> str:
     return f"/worker/{task}"
 
 
-def queue_name(settings: Settings, task: str) -> str:
-    """The SQS queue a task is sent to."""
-    names = {
-        "resume-parse": settings.sqs_queue_resume_parse,
-        "vector-index": settings.sqs_queue_vector_index,
-        "email": settings.sqs_queue_email,
-    }
-    try:
-        return names[task]
-    except KeyError:
-        raise ValueError(f"unknown queued task: {task!r}") from None
+class QueueUnavailable(ServiceUnavailable):
+    """The queue could not be reached or refused the message after retries (503 to a client)."""
+
+    code = "queue_unavailable"
+    message = "Background processing is temporarily unavailable."
+
+
+class MessageTooLarge(ValueError):
+    """The encoded message exceeds SQS's size limit (put the data in storage instead)."""
+
+
+class MalformedMessage(ValueError):
+    """A body that is not a job message."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobMessage:
+    """One unit of background work as it travels through a queue."""
+
+    task: str
+    payload: dict[str, Any]
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    enqueued_at: datetime = field(default_factory=utcnow)
+
+    def encode(self) -> bytes:
+        """The JSON body."""
+        return orjson.dumps(
+            {
+                "task": self.task,
+                "payload": self.payload,
+                "id": self.id,
+                "enqueued_at": self.enqueued_at.isoformat(),
+            }
+        )
+
+    @classmethod
+    def decode(cls, body: bytes | str) -> "JobMessage":
+        """Parse a body; MalformedMessage if it is not a job message."""
+        try:
+            data = orjson.loads(body)
+            task, payload, job_id = data["task"], data["payload"], data["id"]
+            enqueued_at = datetime.fromisoformat(data["enqueued_at"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise MalformedMessage("the body is not a job message") from exc
+        if not (isinstance(task, str) and isinstance(payload, dict) and isinstance(job_id, str)):
+            raise MalformedMessage("the body is not a job message")
+        if not job_id or len(job_id) > 200:
+            raise MalformedMessage("the job id is missing or too long")
+        return cls(task=task, payload=payload, id=job_id, enqueued_at=enqueued_at)
 
 
 class Outcome(enum.StrEnum):
@@ -91,44 +130,11 @@ class JobQueue(Protocol):
     async def close(self) -> None: ...
 
 
-def _message(task: str, payload: dict[str, Any], job_id: str | None) -> JobMessage:
+def job_message(task: str, payload: dict[str, Any], job_id: str | None) -> JobMessage:
+    """A message for a queued task (ValueError for an unknown one)."""
     if task not in QUEUED_TASKS:
         raise ValueError(f"unknown queued task: {task!r}")
     return JobMessage(task, payload) if job_id is None else JobMessage(task, payload, id=job_id)
-
-
-class SQSJobQueue:
-    """Jobs as SQS messages, one queue per task (QUEUE_BACKEND=sqs)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self.client = SQSClient(settings)
-
-    async def start(self) -> None:
-        await self.client.start()
-
-    async def enqueue(
-        self, task: str, payload: dict[str, Any], *, job_id: str | None = None
-    ) -> str:
-        """Send the job to its task's queue."""
-        message = _message(task, payload, job_id)
-        queue = self.client.queue(queue_name(self._settings, task))
-        await queue.send(message, path=task_path(task))
-        return message.id
-
-    async def depths(self) -> dict[str, dict[str, int] | None]:
-        """Depth of every task's queue (a queue shared by tasks appears once)."""
-        names = sorted({queue_name(self._settings, task) for task in QUEUED_TASKS})
-        results = await asyncio.gather(
-            *(self.client.queue(name).depth() for name in names), return_exceptions=True
-        )
-        return {
-            name: None if isinstance(result, BaseException) else result
-            for name, result in zip(names, results, strict=True)
-        }
-
-    async def close(self) -> None:
-        await self.client.close()
 
 
 class LocalJobQueue:
@@ -148,9 +154,9 @@ class LocalJobQueue:
         """Start the job in the background; the same size limit as SQS applies."""
         if self._closed:
             raise RuntimeError("the local job queue is closed")
-        message = _message(task, payload, job_id)
+        message = job_message(task, payload, job_id)
         body = message.encode()
-        if len(body) > SQS_MAX_MESSAGE_BYTES:
+        if len(body) > MAX_MESSAGE_BYTES:
             raise MessageTooLarge(f"{task} message is {len(body)} bytes")
         job = asyncio.create_task(self._deliver(message, body), name=f"job-{task}-{message.id}")
         self._tasks.add(job)
@@ -198,12 +204,3 @@ class LocalJobQueue:
         if pending:
             logger.warning("dropped %d unfinished local jobs at shutdown", len(pending))
             await asyncio.wait(pending)
-
-
-def get_job_queue(request: Request) -> JobQueue:
-    """The app's job queue, created in the lifespan."""
-    queue: JobQueue = request.app.state.jobs
-    return queue
-
-
-JobQueueDep = Annotated[JobQueue, Depends(get_job_queue)]

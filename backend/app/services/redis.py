@@ -1,8 +1,9 @@
 """The process's Redis client (standalone, Sentinel or Cluster) and a small breaker around Redis.
 
-One `RedisService` per process lives on `app.state.redis`. Callers treat `redis.RedisError` as
-"Redis unavailable": they call `mark_failure(exc)`, fall back to their in-process behaviour, and
-skip Redis while `available` is False. The service logs the transition once each way.
+One `RedisService` per process, in its resources (app.resources). Callers treat
+`redis.RedisError` as "Redis unavailable": they call `mark_failure(exc)`, fall back to their
+in-process behaviour, and skip Redis while `available` is False. The service logs the
+transition once each way.
 """
 
 import asyncio
@@ -14,7 +15,6 @@ from typing import Any, cast
 
 import redis
 import redis.asyncio
-from fastapi import Request
 from prometheus_client import Gauge
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
@@ -215,9 +215,3 @@ class RedisService:
             **options,
         )
         return master
-
-
-def get_redis(request: Request) -> RedisService:
-    """FastAPI dependency: the process's RedisService."""
-    service: RedisService = request.app.state.redis
-    return service

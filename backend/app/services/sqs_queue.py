@@ -1,86 +1,37 @@
-"""SQS producer: one aioboto3 client per process, queue URLs resolved once, JSON job messages.
+"""The job queue on SQS: one aioboto3 client per process, queue URLs resolved once.
 
-A message body is ``{"task", "payload", "id", "enqueued_at"}``. Bodies stay small: files live in
-storage and a message carries the storage key. Throttling, 5xx and connection errors are retried
+A message body is a :class:`JobMessage`'s JSON. Bodies stay small: files live in storage and a
+message carries the storage key. Throttling, 5xx and connection errors are retried
 by botocore's ``standard`` retry mode (exponential backoff with jitter, SQS_MAX_ATTEMPTS tries);
 what still fails becomes :class:`QueueUnavailable` (503 to a web client).
 """
 
 import asyncio
-import uuid
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import aioboto3
-import orjson
 from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from app.config import Settings
-from app.errors import ServiceUnavailable
-from app.models.base import utcnow
+from app.services.job_queue import (
+    MAX_MESSAGE_BYTES,
+    QUEUED_TASKS,
+    JobMessage,
+    MessageTooLarge,
+    QueueUnavailable,
+    job_message,
+    task_path,
+)
 
-# SQS's limit counts the body plus every message attribute's name, type and value.
-SQS_MAX_MESSAGE_BYTES = 256 * 1024
 # EB's sqsd posts a message to the path in this attribute (cron tasks use it too).
 PATH_ATTRIBUTE = "beanstalk.sqsd.path"
 
 
-class QueueUnavailable(ServiceUnavailable):
-    """The queue could not be reached or refused the message after retries."""
-
-    code = "queue_unavailable"
-    message = "Background processing is temporarily unavailable."
-
-
-class MessageTooLarge(ValueError):
-    """The encoded message exceeds SQS's size limit (put the data in storage instead)."""
-
-
-class MalformedMessage(ValueError):
-    """A body that is not a job message."""
-
-
-@dataclass(frozen=True, slots=True)
-class JobMessage:
-    """One unit of background work as it travels through a queue."""
-
-    task: str
-    payload: dict[str, Any]
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    enqueued_at: datetime = field(default_factory=utcnow)
-
-    def encode(self) -> bytes:
-        """The JSON body."""
-        return orjson.dumps(
-            {
-                "task": self.task,
-                "payload": self.payload,
-                "id": self.id,
-                "enqueued_at": self.enqueued_at.isoformat(),
-            }
-        )
-
-    @classmethod
-    def decode(cls, body: bytes | str) -> "JobMessage":
-        """Parse a body; MalformedMessage if it is not a job message."""
-        try:
-            data = orjson.loads(body)
-            task, payload, job_id = data["task"], data["payload"], data["id"]
-            enqueued_at = datetime.fromisoformat(data["enqueued_at"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise MalformedMessage("the body is not a job message") from exc
-        if not (isinstance(task, str) and isinstance(payload, dict) and isinstance(job_id, str)):
-            raise MalformedMessage("the body is not a job message")
-        if not job_id or len(job_id) > 200:
-            raise MalformedMessage("the job id is missing or too long")
-        return cls(task=task, payload=payload, id=job_id, enqueued_at=enqueued_at)
-
-
 def message_size(body: bytes, attributes: dict[str, dict[str, str]]) -> int:
-    """The size SQS charges against its limit."""
+    """The size SQS charges against its limit: the body plus every attribute's name, type and
+    value."""
     size = len(body)
     for name, value in attributes.items():
         size += len(name.encode()) + len(value["DataType"].encode())
@@ -167,9 +118,9 @@ class SQSQueue:
         body = message.encode()
         attributes = {PATH_ATTRIBUTE: {"DataType": "String", "StringValue": path}} if path else {}
         size = message_size(body, attributes)
-        if size > SQS_MAX_MESSAGE_BYTES:
+        if size > MAX_MESSAGE_BYTES:
             raise MessageTooLarge(
-                f"{message.task} message is {size} bytes; SQS accepts {SQS_MAX_MESSAGE_BYTES}"
+                f"{message.task} message is {size} bytes; SQS accepts {MAX_MESSAGE_BYTES}"
             )
         params: dict[str, Any] = {
             "QueueUrl": await self.url(),
@@ -211,3 +162,50 @@ class SQSQueue:
             raise QueueUnavailable() from exc
         except BotoCoreError as exc:
             raise QueueUnavailable() from exc
+
+
+def queue_name(settings: Settings, task: str) -> str:
+    """The SQS queue a task is sent to."""
+    names = {
+        "resume-parse": settings.sqs_queue_resume_parse,
+        "vector-index": settings.sqs_queue_vector_index,
+        "email": settings.sqs_queue_email,
+    }
+    try:
+        return names[task]
+    except KeyError:
+        raise ValueError(f"unknown queued task: {task!r}") from None
+
+
+class SQSJobQueue:
+    """Jobs as SQS messages, one queue per task (QUEUE_BACKEND=sqs)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.client = SQSClient(settings)
+
+    async def start(self) -> None:
+        await self.client.start()
+
+    async def enqueue(
+        self, task: str, payload: dict[str, Any], *, job_id: str | None = None
+    ) -> str:
+        """Send the job to its task's queue."""
+        message = job_message(task, payload, job_id)
+        queue = self.client.queue(queue_name(self._settings, task))
+        await queue.send(message, path=task_path(task))
+        return message.id
+
+    async def depths(self) -> dict[str, dict[str, int] | None]:
+        """Depth of every task's queue (a queue shared by tasks appears once)."""
+        names = sorted({queue_name(self._settings, task) for task in QUEUED_TASKS})
+        results = await asyncio.gather(
+            *(self.client.queue(name).depth() for name in names), return_exceptions=True
+        )
+        return {
+            name: None if isinstance(result, BaseException) else result
+            for name, result in zip(names, results, strict=True)
+        }
+
+    async def close(self) -> None:
+        await self.client.close()

@@ -68,5 +68,5 @@ async def test_gemini_outage_becomes_503_then_circuit_open(
         assert int(response.headers["retry-after"]) >= 1
         assert response.json()["error"]["service"] == "gemini"
         assert upstream.calls() == 1 + 5  # one success, then the failure threshold
-        assert app_without_redis.state.breakers.states()["gemini"]["state"] == "open"
-        assert app_without_redis.state.breakers.states()["gemini"]["shared"] is False
+        assert app_without_redis.state.resources.breakers.states()["gemini"]["state"] == "open"
+        assert app_without_redis.state.resources.breakers.states()["gemini"]["shared"] is False

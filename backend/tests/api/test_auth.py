@@ -60,7 +60,7 @@ async def test_concurrent_registrations_of_one_email_create_one_user(
     )
     statuses = sorted(response.status_code for response in responses)
     assert statuses == [201] + [409] * 19
-    async with app.state.database.sessionmaker() as session:
+    async with app.state.resources.database.sessionmaker() as session:
         count = await session.scalar(
             select(func.count()).select_from(User).where(User.email == "race@example.com")
         )
@@ -108,7 +108,7 @@ async def test_forgot_password_never_reveals_accounts(client: httpx.AsyncClient)
 
 async def test_reset_password_works_once(client: httpx.AsyncClient, app: FastAPI) -> None:
     body = await register_candidate(client, email="reset@example.com")
-    async with app.state.database.sessionmaker() as session:
+    async with app.state.resources.database.sessionmaker() as session:
         user = await session.get(User, body["user"]["id"])
         assert user is not None
         token = create_password_reset_token(app.state.settings, user.id, user.password_hash)

@@ -6,7 +6,7 @@ from pathlib import Path
 import httpx
 
 from app.main import create_app
-from app.seed import ADMIN_EMAIL, ADMIN_PASSWORD, CANDIDATE_PASSWORD, seed
+from devtools.seed import ADMIN_EMAIL, ADMIN_PASSWORD, CANDIDATE_PASSWORD, seed
 from tests.conftest import make_settings
 from tests.support.database import migrate
 from tests.support.factories import auth
@@ -14,7 +14,7 @@ from tests.support.factories import auth
 
 async def test_candidate_journey_on_sqlite(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
-    assert settings.is_sqlite
+    assert settings.sqlalchemy_url.startswith("sqlite")
     await asyncio.to_thread(migrate, settings)
     assert await seed(settings, candidates=3, jobs=30) == {
         "admins": 1,

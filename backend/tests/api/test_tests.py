@@ -103,7 +103,7 @@ async def test_expired_attempt_rejects_answers_and_restarts(
     test, questions = await create_test(app)
     token = await candidate_token(client)
     attempt = await _start(client, token, test.id)
-    async with app.state.database.sessionmaker() as session:
+    async with app.state.resources.database.sessionmaker() as session:
         await session.execute(
             update(Attempt)
             .where(Attempt.id == attempt["attempt_id"])
@@ -219,6 +219,6 @@ async def test_concurrent_completes_score_exactly_once(
     assert {response.status_code for response in responses} == {200}
     assert len({response.text for response in responses}) == 1
     assert responses[0].json()["score"] == 2.0
-    async with app.state.database.sessionmaker() as session:
+    async with app.state.resources.database.sessionmaker() as session:
         notifications = await session.scalar(select(func.count()).select_from(Notification))
     assert notifications == 1

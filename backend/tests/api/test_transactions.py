@@ -64,7 +64,7 @@ async def test_an_exhausted_pool_is_a_503_with_retry_after(
     ):
         token = await candidate_token(client)
         # Hold the pool's only connection, as a burst of slow requests would.
-        async with app.state.database.engine.connect() as held:
+        async with app.state.resources.database.engine.connect() as held:
             await held.exec_driver_sql("SELECT 1")
             response = await client.get("/api/profile", headers=auth(token))
         assert response.status_code == 503

@@ -17,6 +17,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from app.config import Settings
+from app.http_cache import cached_response
 from app.services.cache import Cache, Namespace
 from app.services.redis import RedisService
 
@@ -35,7 +36,7 @@ async def hot_value(request: Request) -> Response:
         await asyncio.sleep(COMPUTE_SECONDS)
         return orjson.dumps({"computation": number})
 
-    return await cache.response(request, STAMPEDE, STAMPEDE_KEY, compute)
+    return await cached_response(request, cache, STAMPEDE, STAMPEDE_KEY, compute)
 
 
 async def health(request: Request) -> Response:

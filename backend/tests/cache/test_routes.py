@@ -12,15 +12,9 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from app.services.cache import (
-    AI_QUESTIONS,
-    JOB_LISTINGS,
-    JOBS_TAG,
-    Cache,
-    CacheInvalidationMiddleware,
-    content_etag,
-    invalidate_on_commit,
-)
+from app.domain.caching import AI_QUESTIONS, JOB_LISTINGS, JOBS_TAG
+from app.middleware.cache_invalidation import CacheInvalidationMiddleware
+from app.services.cache import Cache, content_etag, invalidate_on_commit
 from tests.support.factories import admin_token, auth, candidate_token, create_job, create_test
 from tests.support.redis_server import RedisServer
 
@@ -220,7 +214,7 @@ async def test_redis_stopped_responses_stay_correct(
     assert (await client.get("/api/jobs")).json()["items"][0]["title"] == "During"
     assert (await client.get(f"/api/jobs/{job.id}")).json()["title"] == "During"
     redis_server.start()
-    assert app.state.redis.client is not None
+    assert app.state.resources.redis.client is not None
     for path, headers in reads:
         assert (await client.get(path, headers=headers)).status_code == 200, path
     assert (await client.get("/api/jobs")).json()["items"][0]["title"] == "During"
@@ -228,13 +222,13 @@ async def test_redis_stopped_responses_stay_correct(
 
 async def test_commit_after_the_response_still_invalidates(app: FastAPI) -> None:
     """A background task started by a request commits after its response: bumped at once."""
-    cache: Cache = app.state.cache
+    cache: Cache = app.state.resources.cache
     release = asyncio.Event()
     background: list[asyncio.Task[None]] = []
 
     async def commit_later() -> None:
         await release.wait()
-        async with app.state.database.sessionmaker() as session:
+        async with app.state.resources.database.sessionmaker() as session:
             await session.execute(text("SELECT 1"))
             invalidate_on_commit(session, JOBS_TAG)
             await session.commit()
@@ -244,7 +238,7 @@ async def test_commit_after_the_response_still_invalidates(app: FastAPI) -> None
         return PlainTextResponse("accepted")
 
     probe = Starlette(routes=[Route("/later", route)])
-    probe.state.cache = cache
+    probe.state.resources = app.state.resources
     probe.add_middleware(CacheInvalidationMiddleware)
     calls: list[int] = []
 

@@ -10,7 +10,7 @@ import pytest
 from fastapi import FastAPI
 
 from app.config import Settings
-from app.errors import install_error_handlers
+from app.error_handlers import install_error_handlers
 from app.services.circuit_breaker import (
     BreakerConfig,
     CircuitBreaker,

@@ -11,7 +11,7 @@ import os
 import time
 
 from app.main import create_app
-from app.middleware.request_context import current_request
+from app.observability.context import current_request
 
 app = create_app()
 _STARTED_FILE = os.environ.get("OPS_TEST_STARTED_FILE")

@@ -162,7 +162,7 @@ async def test_in_flight_request_finishes_before_resources_close(
     async def slow_route() -> dict[str, str]:
         entered.set()
         await release.wait()
-        async with app.state.database.read_engine.connect() as connection:
+        async with app.state.resources.database.read_engine.connect() as connection:
             await connection.exec_driver_sql("SELECT 1")
         return {"done": "yes"}
 

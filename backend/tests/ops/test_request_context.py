@@ -11,7 +11,7 @@ import jwt
 import pytest
 from fastapi import FastAPI
 
-from app.logging_config import PerformanceLogger
+from app.observability.logging import PerformanceLogger
 from tests.ops.conftest import AppFactory, client_for
 from tests.support.factories import auth, register_candidate
 

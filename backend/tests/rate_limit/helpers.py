@@ -12,7 +12,7 @@ import jwt
 from starlette.applications import Starlette
 
 from app.config import Settings
-from app.services.rate_limit_rules import DEFAULT_TIERS, RateLimitTier
+from app.config.rate_limits import DEFAULT_TIERS, RateLimitTier
 from tests.rate_limit.limiter_app import build_limiter_app
 
 BACKEND_DIR = Path(__file__).resolve().parents[2]

@@ -22,16 +22,16 @@ async def ok(request: Request) -> PlainTextResponse:
 
 
 def build_limiter_app(settings: Settings) -> Starlette:
-    """The test app for `settings`; its lifespan starts and closes a RedisService."""
+    """The test app for `settings`; its lifespan starts and closes the limiter's RedisService."""
+    redis = RedisService(settings, client_name="rate-limit-test")
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.redis = RedisService(settings, client_name="rate-limit-test")
-        await app.state.redis.start()
+        await redis.start()
         try:
             yield
         finally:
-            await app.state.redis.close()
+            await redis.close()
 
     app = Starlette(
         routes=[
@@ -42,7 +42,7 @@ def build_limiter_app(settings: Settings) -> Starlette:
         ],
         lifespan=lifespan,
     )
-    app.add_middleware(RateLimitMiddleware, settings=settings)
+    app.add_middleware(RateLimitMiddleware, settings=settings, redis=redis)
     return app
 
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import httpx
 import redis
 
+from app.config.rate_limits import DEFAULT_TIERS, RateLimitTier
 from app.main import create_app
-from app.services.rate_limit_rules import DEFAULT_TIERS, RateLimitTier
 from tests.conftest import make_settings
 
 

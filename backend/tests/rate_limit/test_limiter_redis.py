@@ -11,7 +11,7 @@ import pytest
 import redis
 from prometheus_client import REGISTRY
 
-from app.services.rate_limit_rules import BucketLimit, RateLimitTier
+from app.config.rate_limits import BucketLimit, RateLimitTier
 from tests.rate_limit.helpers import limiter_settings, make_token, running_app
 from tests.support.redis_server import RedisServer
 

@@ -1,6 +1,6 @@
 """The in-process token bucket (no Redis, or Redis down): exact refill, shares, all-or-nothing."""
 
-from app.services.rate_limit_buckets import BucketSpecs, DecisionRequest, LocalBuckets
+from app.services.ratelimit.buckets import BucketSpecs, DecisionRequest, LocalBuckets
 
 SECOND = 1_000_000
 

@@ -14,7 +14,7 @@ import pytest
 import redis
 import redis.cluster
 
-from app.services.rate_limit_rules import RateLimitTier
+from app.config.rate_limits import RateLimitTier
 from tests.rate_limit.helpers import server_env
 from tests.support.redis_topologies import RedisClusterNodes, RedisSentinelSetup
 from tests.support.uvicorn_processes import UvicornProcesses

@@ -2,18 +2,18 @@
 
 import pytest
 
-from app.client_ip import ClientIP, client_key
 from app.config import Settings
-from app.services.rate_limit_rules import (
+from app.config.rate_limits import (
     DEFAULT_EXACT_PATHS,
     DEFAULT_EXEMPT_PATHS,
     DEFAULT_METHOD_CATEGORIES,
     DEFAULT_PREFIX_RULES,
     DEFAULT_TIERS,
     PathRule,
-    RateLimitRules,
     RateLimitTier,
 )
+from app.middleware.client_ip import ClientIP
+from app.services.ratelimit.rules import RateLimitRules
 
 
 def default_rules() -> RateLimitRules:
@@ -119,12 +119,13 @@ def test_a_category_without_a_tier_is_refused_at_startup() -> None:
         ("[2001:db8:1:2:bbbb::9]:443", "2001:db8:1:2::/64"),
         ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
         ("::ffff:198.51.100.1", "198.51.100.1"),
-        ("not-an-ip", None),
-        ("", None),
+        ("not-an-ip", "not-an-ip"),
+        ("", ""),
     ],
 )
-def test_client_key(address: str, key: str | None) -> None:
-    assert client_key(address) == key
+def test_client_key_from_the_socket_peer(address: str, key: str) -> None:
+    # IPv6 clients share a key per /64 (one subscriber's network); an unparsable peer keys as is.
+    assert ClientIP(0)(address, None) == key
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,8 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
+from app.domain.auth import PasswordService
 from app.models import Assessment, Job, Question, User
-from app.services.auth import PasswordService
 
 PASSWORD = "Password123!"
 _counter = itertools.count(1)
@@ -36,8 +36,8 @@ async def candidate_token(client: httpx.AsyncClient) -> str:
 
 
 async def create_admin(app: FastAPI, email: str = "admin@example.com") -> User:
-    passwords: PasswordService = app.state.passwords
-    async with app.state.database.sessionmaker() as session:
+    passwords: PasswordService = app.state.resources.passwords
+    async with app.state.resources.database.sessionmaker() as session:
         user = User(
             email=email,
             password_hash=await passwords.hash(PASSWORD),
@@ -70,7 +70,7 @@ async def create_job(app: FastAPI, **fields: Any) -> Job:
         "active": True,
     }
     values.update(fields)
-    async with app.state.database.sessionmaker() as session:
+    async with app.state.resources.database.sessionmaker() as session:
         job = Job(**values)
         session.add(job)
         await session.commit()
@@ -81,7 +81,7 @@ async def create_test(
     app: FastAPI, *, duration_minutes: int = 30, questions: int = 3, active: bool = True
 ) -> tuple[Assessment, list[Question]]:
     """A test whose question i has options A/B/C and correct answer 'B' (points i)."""
-    async with app.state.database.sessionmaker() as session:
+    async with app.state.resources.database.sessionmaker() as session:
         test = Assessment(
             title="Python basics",
             description="Warm-up",

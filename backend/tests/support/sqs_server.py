@@ -150,11 +150,11 @@ def start_worker(
 def start_sqsd(
     env: Mapping[str, str], log_dir: Path, queue_url: str, worker_url: str, *extra: str
 ) -> ManagedProcess:
-    """``python -m app.local_sqsd`` polling ``queue_url`` for ``worker_url``."""
+    """``python -m devtools.local_sqsd`` polling ``queue_url`` for ``worker_url``."""
     args = [
         sys.executable,
         "-m",
-        "app.local_sqsd",
+        "devtools.local_sqsd",
         "--queue-url",
         queue_url,
         "--worker-url",

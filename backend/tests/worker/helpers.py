@@ -9,7 +9,7 @@ from docx import Document
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
-from app.services.sqs_queue import JobMessage
+from app.services.job_queue import JobMessage
 
 
 def sqsd_headers(message_id: str | None = None, receive_count: int = 1) -> dict[str, str]:
@@ -59,7 +59,7 @@ async def post_cron(
 
 async def count(app: FastAPI, model: Any, *conditions: Any) -> int:
     """Rows of ``model`` matching ``conditions``."""
-    async with app.state.database.sessionmaker() as session:
+    async with app.state.resources.database.sessionmaker() as session:
         total = await session.scalar(select(func.count()).select_from(model).where(*conditions))
     return int(total or 0)
 

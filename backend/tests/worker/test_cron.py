@@ -8,10 +8,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from app.local_sqsd import CRON_BODY, CronTask, LocalSqsd, SqsdConfig, load_cron
 from app.models import ProcessedJob
 from app.services.job_queue import CRON_TASKS
 from app.worker_app import create_worker_app
+from devtools.local_sqsd import CRON_BODY, CronTask, LocalSqsd, SqsdConfig, load_cron
 from tests.conftest import make_settings
 from tests.support.moto_server import MotoServer
 from tests.support.sqs_server import QueuePair, sqs_client

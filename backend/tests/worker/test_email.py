@@ -65,7 +65,7 @@ async def test_email_jobs_are_sent_by_smtp_once(
             for expected in ("done", "duplicate"):
                 response = await post_job(client, "email", email, job_id="interview-1")
                 assert response.json()["status"] == expected
-        async with app.state.database.sessionmaker() as session:
+        async with app.state.resources.database.sessionmaker() as session:
             outbox = (await session.scalars(select(EmailOutbox))).one()
     assert (outbox.status, outbox.body, outbox.recipient) == ("sent", None, "casey@example.com")
     messages = list(mailbox.Maildir(maildir, create=False))

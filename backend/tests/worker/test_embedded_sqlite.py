@@ -21,7 +21,7 @@ DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 
 async def test_resume_parsing_email_and_cron_on_sqlite(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, local_queue_retry_delay_seconds=0.05)
-    assert settings.is_sqlite and settings.queue_backend == "local"
+    assert settings.sqlalchemy_url.startswith("sqlite") and settings.queue_backend == "local"
     await asyncio.to_thread(migrate, settings)
 
     web = create_app(settings)

@@ -74,7 +74,9 @@ async def test_upload_is_parsed_in_process(web: FastAPI, web_client: httpx.Async
         return await count(web, ProcessedJob, ProcessedJob.task == "vector-index") == 1
 
     await eventually(indexed)
-    assert (await web.state.vector_index.query("kubernetes fastapi", 1))[0][0] == profile["id"]
+    assert (await web.state.resources.vector_index.query("kubernetes fastapi", 1))[0][0] == profile[
+        "id"
+    ]
 
 
 async def test_forgot_password_emails_a_reset_link_only_to_real_accounts(
@@ -92,7 +94,7 @@ async def test_forgot_password_emails_a_reset_link_only_to_real_accounts(
         return await count(web, EmailOutbox) == 1
 
     await eventually(emailed)
-    async with web.state.database.sessionmaker() as session:
+    async with web.state.resources.database.sessionmaker() as session:
         email = (await session.scalars(select(EmailOutbox))).one()
     assert (email.recipient, email.kind, email.status) == (
         "known@example.com",
@@ -133,7 +135,7 @@ async def test_a_failing_local_job_is_retried_then_recorded(
 
             await eventually(gave_up)
             status = (await client.get("/api/profile/resume-status", headers=auth(token))).json()
-        async with web.state.database.sessionmaker() as session:
+        async with web.state.resources.database.sessionmaker() as session:
             failed = (await session.scalars(select(FailedJob))).one()
         assert (
             failed.dead_lettered

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from app.local_sqsd import LocalSqsd, SqsdConfig
+from devtools.local_sqsd import LocalSqsd, SqsdConfig
 from tests.support.moto_server import MotoServer
 from tests.support.redis_server import free_port
 from tests.support.sqs_server import QueuePair, sqs_client

@@ -4,7 +4,7 @@ from datetime import date
 
 import pytest
 
-from app.services.resume_parser import (
+from app.domain.resume_parser import (
     ResumeParseError,
     extract_experience_years,
     extract_skills,

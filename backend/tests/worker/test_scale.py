@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import func, select
 
 from app.models import EmailOutbox, FailedJob, ProcessedJob
-from app.services.job_queue import SQSJobQueue
-from app.services.sqs_queue import JobMessage
+from app.services.job_queue import JobMessage
+from app.services.sqs_queue import SQSJobQueue
 from tests.support.moto_server import MotoServer
 from tests.support.sqs_server import QueuePair, drain
 from tests.worker.conftest import sqs_settings

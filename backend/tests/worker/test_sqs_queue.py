@@ -9,15 +9,16 @@ import orjson
 import pytest
 
 from app.config import Settings
-from app.services.job_queue import LocalJobQueue, Outcome, SQSJobQueue
-from app.services.sqs_queue import (
-    SQS_MAX_MESSAGE_BYTES,
+from app.services.job_queue import (
+    MAX_MESSAGE_BYTES,
     JobMessage,
+    LocalJobQueue,
     MalformedMessage,
     MessageTooLarge,
+    Outcome,
     QueueUnavailable,
-    SQSClient,
 )
+from app.services.sqs_queue import SQSClient, SQSJobQueue
 from tests.conftest import make_settings
 from tests.support.moto_server import MotoServer
 from tests.support.sqs_server import FaultyProxy, QueuePair, create_queue_pair, drain
@@ -136,14 +137,14 @@ async def test_fifo_queues_get_a_group_and_deduplicate_by_job_id(
 async def test_messages_over_the_sqs_limit_are_refused_before_sending(
     tmp_path: Path, database_url: str, moto: MotoServer, queues: QueuePair, proxy: FaultyProxy
 ) -> None:
-    big = {**EMAIL, "body": "x" * SQS_MAX_MESSAGE_BYTES}
+    big = {**EMAIL, "body": "x" * MAX_MESSAGE_BYTES}
     producer = SQSJobQueue(producer_settings(tmp_path, proxy.url, queues))
     await producer.start()
     try:
         with pytest.raises(MessageTooLarge):
             await producer.enqueue("email", big)
         # Just under the limit still goes through.
-        fits = {**EMAIL, "body": "x" * (SQS_MAX_MESSAGE_BYTES - 400)}
+        fits = {**EMAIL, "body": "x" * (MAX_MESSAGE_BYTES - 400)}
         await producer.enqueue("email", fits)
     finally:
         await producer.close()

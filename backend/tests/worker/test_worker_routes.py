@@ -22,8 +22,8 @@ from app.models import (
     User,
 )
 from app.models.base import utcnow
-from app.services.sqs_queue import JobMessage
-from app.services.worker_tasks import derived_job_id
+from app.services.job_queue import JobMessage
+from app.worker.context import derived_job_id
 from app.worker_app import create_worker_app
 from tests.support.moto_server import MotoServer
 from tests.support.sqs_server import QueuePair, drain
@@ -46,7 +46,7 @@ EMAIL = {
 
 
 async def create_candidate(app: FastAPI, resume_key: str | None = None) -> int:
-    async with app.state.database.sessionmaker() as session:
+    async with app.state.resources.database.sessionmaker() as session:
         user = User(
             email=f"{uuid.uuid4().hex[:8]}@example.com", password_hash="x", full_name="Casey"
         )
@@ -65,7 +65,7 @@ async def create_candidate(app: FastAPI, resume_key: str | None = None) -> int:
 
 
 async def profile_of(app: FastAPI, user_id: int) -> CandidateProfile:
-    async with app.state.database.sessionmaker() as session:
+    async with app.state.resources.database.sessionmaker() as session:
         profile: CandidateProfile | None = await session.get(CandidateProfile, user_id)
         assert profile is not None
         return profile
@@ -124,7 +124,7 @@ async def test_duplicate_delivery_does_the_work_once(
         "duplicate",
     ]
     assert await count(worker_app, EmailOutbox, EmailOutbox.job_id == job_id) == 1
-    async with worker_app.state.database.sessionmaker() as session:
+    async with worker_app.state.resources.database.sessionmaker() as session:
         outbox = (await session.scalars(select(EmailOutbox))).one()
     assert (outbox.status, outbox.recipient, outbox.body) == (
         "logged",
@@ -165,7 +165,7 @@ async def test_messages_that_can_never_succeed_are_recorded_and_acknowledged(
             )
             assert response.status_code == 200, response.text
             assert response.json()["status"] == ("rejected" if receive == 1 else "duplicate")
-    async with worker_app.state.database.sessionmaker() as session:
+    async with worker_app.state.resources.database.sessionmaker() as session:
         failed = {row.message_id: row for row in await session.scalars(select(FailedJob))}
     assert set(failed) == {"msg-malformed", "msg-unknown", "msg-invalid"}
     assert "not a job message" in failed["msg-malformed"].reason
@@ -188,7 +188,9 @@ async def test_resume_parse_updates_profile_notifies_and_queues_indexing(
     worker_app: FastAPI, worker_client: httpx.AsyncClient, moto: MotoServer, queues: QueuePair
 ) -> None:
     key = f"resumes/{uuid.uuid4().hex}.docx"
-    await worker_app.state.storage.put(key, docx_bytes(RESUME_TEXT), "application/octet-stream")
+    await worker_app.state.resources.storage.put(
+        key, docx_bytes(RESUME_TEXT), "application/octet-stream"
+    )
     user_id = await create_candidate(worker_app, key)
     job_id = uuid.uuid4().hex
 
@@ -224,7 +226,7 @@ async def test_resume_parse_updates_profile_notifies_and_queues_indexing(
         headers=sqsd_headers(),
     )
     assert indexed.json()["status"] == "done"
-    matches = await worker_app.state.vector_index.query("python fastapi kubernetes", 1)
+    matches = await worker_app.state.resources.vector_index.query("python fastapi kubernetes", 1)
     assert matches and matches[0][0] == user_id
 
 
@@ -281,7 +283,7 @@ async def test_transient_failures_ask_for_retry_and_the_last_one_is_recorded(
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 5000))
         async with httpx.AsyncClient(transport=transport, base_url="http://worker") as client:
             key = "resumes/transient.txt"
-            await app.state.storage.put(key, RESUME_TEXT.encode(), "text/plain")
+            await app.state.resources.storage.put(key, RESUME_TEXT.encode(), "text/plain")
             user_id = await create_candidate(app, key)
             payload = {"user_id": user_id, "storage_key": key}
             job_id, message_id = uuid.uuid4().hex, str(uuid.uuid4())
@@ -308,7 +310,7 @@ async def test_transient_failures_ask_for_retry_and_the_last_one_is_recorded(
                 receive_count=3,
             )
             assert response.status_code == 503  # SQS moves it to the dead-letter queue
-            async with app.state.database.sessionmaker() as session:
+            async with app.state.resources.database.sessionmaker() as session:
                 failed = (await session.scalars(select(FailedJob))).one()
             assert failed.dead_lettered and failed.receive_count == 3
             assert failed.key == f"job:{job_id}"
@@ -320,7 +322,7 @@ async def test_transient_failures_ask_for_retry_and_the_last_one_is_recorded(
 async def seed_attempts(app: FastAPI, now: datetime) -> dict[str, int]:
     """Attempts in every state the cleanup distinguishes; returns their ids by label."""
     user_id = await create_candidate(app)
-    async with app.state.database.sessionmaker() as session:
+    async with app.state.resources.database.sessionmaker() as session:
         test = Assessment(title="Python", duration_minutes=30)
         session.add(test)
         await session.flush()
@@ -352,7 +354,7 @@ async def seed_attempts(app: FastAPI, now: datetime) -> dict[str, int]:
 
 
 async def attempt_states(app: FastAPI) -> dict[int, str]:
-    async with app.state.database.sessionmaker() as session:
+    async with app.state.resources.database.sessionmaker() as session:
         rows = await session.execute(select(Attempt.id, Attempt.status))
         return {attempt_id: status for attempt_id, status in rows}
 
@@ -394,7 +396,7 @@ async def test_generate_reports_writes_the_previous_day_once(
     worker_app: FastAPI, worker_client: httpx.AsyncClient
 ) -> None:
     day = datetime(2026, 3, 9, tzinfo=UTC)
-    async with worker_app.state.database.sessionmaker() as session:
+    async with worker_app.state.resources.database.sessionmaker() as session:
         for offset_hours in (1, 10, 30):  # two on the day, one the next day
             session.add(
                 User(
@@ -429,7 +431,7 @@ async def test_generate_reports_writes_the_previous_day_once(
 
     response = await post_cron(worker_client, "generate-reports", "2026-03-10T02:00:00Z")
     assert response.json()["status"] == "done"
-    async with worker_app.state.database.sessionmaker() as session:
+    async with worker_app.state.resources.database.sessionmaker() as session:
         report = await session.get(DailyReport, date(2026, 3, 9))
     assert report is not None
     assert (report.new_candidates, report.attempts_started, report.attempts_completed) == (2, 2, 2)

@@ -1,6 +1,6 @@
 """A local stand-in for Elastic Beanstalk's SQS daemon (sqsd), for local runs and tests.
 
-    python -m app.local_sqsd --queue-url URL --worker-url http://127.0.0.1:8001 \\
+    python -m devtools.local_sqsd --queue-url URL --worker-url http://127.0.0.1:8001 \\
         [--cron ../cron.yaml] [--concurrency 10] [--inactivity-timeout 299] ...
 
 Like EB's daemon it long-polls one queue and POSTs each message body to the worker with EB's
@@ -35,7 +35,7 @@ from croniter import croniter
 from app.config import get_settings
 from app.services.sqs_queue import PATH_ATTRIBUTE
 
-logger = logging.getLogger("app.local_sqsd")
+logger = logging.getLogger("devtools.local_sqsd")
 
 USER_AGENT = "aws-sqsd/3.0.4"
 TASK_NAME_ATTRIBUTE = "beanstalk.sqsd.task_name"
@@ -316,7 +316,7 @@ def parse_args(argv: Sequence[str] | None = None) -> SqsdConfig:
     """The daemon's configuration from the command line (AWS endpoint and region default to
     the app's settings: AWS_ENDPOINT_URL, AWS_REGION)."""
     settings = get_settings()
-    parser = argparse.ArgumentParser(prog="python -m app.local_sqsd", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devtools.local_sqsd", description=__doc__)
     parser.add_argument("--queue-url", required=True)
     parser.add_argument("--worker-url", default="http://127.0.0.1:80")
     parser.add_argument("--http-path", default="/")

@@ -1,16 +1,18 @@
 """Job postings: the public listing (hot read path) and admin management."""
 
+from datetime import datetime
 from functools import cache
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, Integer, bindparam, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import ColumnElement, Integer, bindparam, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from app.database import CompiledRead, Database
+from app.database import CompiledRead, Database, contains_pattern
+from app.domain.caching import JOBS_TAG
 from app.errors import NotFound
 from app.models import Job
-from app.services.cache import JOBS_TAG, invalidate_on_commit
+from app.services.cache import invalidate_on_commit
 
 # The listing selects only the columns it returns: no ORM objects, no per-row validation.
 _PUBLIC_COLUMNS = (
@@ -23,11 +25,6 @@ _PUBLIC_COLUMNS = (
     Job.skills,
     Job.created_at,
 )
-
-
-def _like_pattern(term: str) -> str:
-    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
 
 
 def _contains(column: Any, parameter: str) -> ColumnElement[bool]:
@@ -81,9 +78,9 @@ async def list_jobs_json(
     reader = _listing_reader(bool(search), bool(job_type), bool(location), include_inactive)
     rows = await reader.fetch(
         database,
-        search=_like_pattern(search) if search else None,
+        search=contains_pattern(search) if search else None,
         job_type=job_type,
-        location=_like_pattern(location) if location else None,
+        location=contains_pattern(location) if location else None,
         limit=page_size + 1,  # one extra row tells whether another page exists
         offset=(page - 1) * page_size,
     )
@@ -107,6 +104,7 @@ async def get_job_json(database: Database, job_id: int) -> bytes:
 
 
 async def create_job(session: AsyncSession, admin_id: int, fields: dict[str, Any]) -> Job:
+    """Publish a job."""
     job = Job(**fields, created_by=admin_id)
     session.add(job)
     await session.flush()
@@ -115,6 +113,7 @@ async def create_job(session: AsyncSession, admin_id: int, fields: dict[str, Any
 
 
 async def update_job(session: AsyncSession, job_id: int, changes: dict[str, Any]) -> Job:
+    """Change the given fields; NotFound for an unknown job."""
     job = await session.get(Job, job_id, with_for_update=True)
     if job is None:
         raise NotFound("Job not found.")
@@ -126,6 +125,7 @@ async def update_job(session: AsyncSession, job_id: int, changes: dict[str, Any]
 
 
 async def delete_job(session: AsyncSession, job_id: int) -> None:
+    """Remove a job; NotFound for an unknown job."""
     job = await session.get(Job, job_id)
     if job is None:
         raise NotFound("Job not found.")
@@ -138,3 +138,19 @@ def job_dict(job: Job) -> dict[str, Any]:
     """The public fields of a job, plus `active` for admins."""
     fields = {column.key: getattr(job, column.key) for column in _PUBLIC_COLUMNS}
     return fields | {"active": job.active}
+
+
+async def count_active(connection: AsyncConnection) -> int:
+    """Jobs currently open to candidates."""
+    return int(
+        await connection.scalar(select(func.count()).select_from(Job).where(Job.active.is_(True)))
+        or 0
+    )
+
+
+async def posted_between(session: AsyncSession, start: datetime, end: datetime) -> int:
+    """Jobs created in [start, end)."""
+    count = await session.scalar(
+        select(func.count()).where(Job.created_at >= start, Job.created_at < end)
+    )
+    return int(count or 0)

@@ -1,17 +1,13 @@
-"""Outgoing email: SMTP when SMTP_HOST is set, otherwise a logged outbox row (development)."""
+"""The product's email: what a message says, and the outbox record of every one handled."""
 
-import asyncio
 import logging
-import smtplib
-from email.message import EmailMessage
 
 from pydantic import BaseModel, EmailStr, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.models import EmailOutbox
-from app.services.job_queue import JobQueue
-from app.services.sqs_queue import QueueUnavailable
+from app.services.mail import send_mail
 
 logger = logging.getLogger(__name__)
 
@@ -36,32 +32,14 @@ def password_reset_email(settings: Settings, to: str, token: str) -> Email:
     return Email(to=to, subject="Reset your Hiring Pro password", body=body, kind="password_reset")
 
 
-def _send_smtp(settings: Settings, email: Email) -> None:
-    message = EmailMessage()
-    message["From"] = settings.email_from
-    message["To"] = email.to
-    message["Subject"] = email.subject
-    message.set_content(email.body)
-    assert settings.smtp_host is not None
-    with smtplib.SMTP(
-        settings.smtp_host, settings.smtp_port, timeout=settings.smtp_timeout_seconds
-    ) as smtp:
-        if settings.smtp_starttls:
-            smtp.starttls()
-        if settings.smtp_username and settings.smtp_password is not None:
-            smtp.login(settings.smtp_username, settings.smtp_password.get_secret_value())
-        smtp.send_message(message)
-
-
 async def deliver(settings: Settings, session: AsyncSession, job_id: str, email: Email) -> str:
-    """Send (or log) ``email`` and add its outbox row to the session; returns the status.
+    """Send (or, without SMTP_HOST, log) ``email`` and add its outbox row; returns the status.
 
     SMTP delivery is at least once: a crash after the server accepted the mail and before the
     commit sends it again on the retry.
     """
     if settings.smtp_host:
-        # smtplib blocks; a thread keeps the event loop serving other deliveries.
-        await asyncio.to_thread(_send_smtp, settings, email)
+        await send_mail(settings, email.to, email.subject, email.body)
         status, stored_body = "sent", None
     else:
         status, stored_body = "logged", email.body
@@ -78,13 +56,3 @@ async def deliver(settings: Settings, session: AsyncSession, job_id: str, email:
     )
     await session.flush()
     return status
-
-
-async def queue_password_reset(jobs: JobQueue, settings: Settings, to: str, token: str) -> None:
-    """Queue the reset email; a queue failure is logged, never shown (the answer must not say
-    whether the account exists)."""
-    email = password_reset_email(settings, to, token)
-    try:
-        await jobs.enqueue("email", email.model_dump())
-    except QueueUnavailable:
-        logger.exception("could not queue the password reset email")

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from app.services.rate_limit_rules import (
+from app.config.rate_limits import (
     DEFAULT_EXACT_PATHS,
     DEFAULT_EXEMPT_PATHS,
     DEFAULT_METHOD_CATEGORIES,
@@ -23,7 +23,7 @@ from app.services.rate_limit_rules import (
 
 logger = logging.getLogger(__name__)
 
-BACKEND_DIR = Path(__file__).resolve().parent.parent
+BACKEND_DIR = Path(__file__).resolve().parents[2]
 
 # Values people paste from examples; never acceptable outside development.
 PLACEHOLDER_SECRETS = frozenset(
@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     redis_backoff_max_seconds: float = Field(10.0, gt=0)
 
     cache_enabled: bool = True
-    # Cache (app/services/cache.py): fresh TTL per category in seconds (JSON in the environment).
+    # Cache: fresh TTL per category in seconds (JSON in the environment).
     cache_ttl_seconds: dict[str, float] = Field(
         default_factory=lambda: {
             "search_results": 300.0,
@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     # How long one process may hold a key's recompute lock; others wait at most this long.
     cache_lock_ttl_seconds: float = Field(5.0, gt=0)
     rate_limit_enabled: bool = True
-    # The limiter's table (app/services/rate_limit_rules.py); each is JSON in the environment.
+    # The limiter's table (app/config/rate_limits.py); each is JSON in the environment.
     # It replaces the plan's single RATE_LIMIT_REQUESTS_PER_MINUTE/RATE_LIMIT_BURST pair: every
     # category has its own bucket, and the plan's default (100/min) is the `default` tier.
     rate_limit_tiers: dict[str, RateLimitTier] = Field(default_factory=lambda: dict(DEFAULT_TIERS))
@@ -157,7 +157,7 @@ class Settings(BaseSettings):
     aws_region: str = "us-east-1"
     aws_endpoint_url: str | None = None
     queue_backend: Literal["local", "sqs"] = "local"
-    # Job queue and worker tier (app/services/job_queue.py, sqs_queue.py, worker_tasks.py).
+    # Job queue and worker tier (app/services/job_queue.py, sqs_queue.py, app/worker/).
     # One queue per task (the plan's names); point several at one queue to share it.
     sqs_queue_resume_parse: str = "hiring-pro-resume-parse"
     sqs_queue_vector_index: str = "hiring-pro-vector-index"
@@ -192,7 +192,7 @@ class Settings(BaseSettings):
     # "auto": JSON lines outside development, readable text in development.
     log_format: Literal["auto", "json", "text"] = "auto"
 
-    # Operations (app/routers/health.py, app/metrics.py, app/middleware/shutdown.py).
+    # Operations (app/routers/health.py, app/observability/, app/middleware/shutdown.py).
     # Per-dependency budget of /health/ready, so a hung dependency cannot hang the probe.
     health_check_timeout_seconds: float = Field(1.0, gt=0)
     # Clients allowed to read /health/detailed and /metrics without an admin token
@@ -204,7 +204,6 @@ class Settings(BaseSettings):
     shutdown_drain_timeout_seconds: float = Field(25.0, ge=0)
     # Set by gunicorn.conf.py (read by prometheus_client itself too): multiprocess metrics.
     prometheus_multiproc_dir: Path | None = None
-    sentry_dsn: SecretStr | None = None
 
     # Auth.
     jwt_secret: SecretStr | None = None
@@ -266,10 +265,6 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{self.data_dir / 'hiring_pro.db'}"
-
-    @property
-    def is_sqlite(self) -> bool:
-        return self.sqlalchemy_url.startswith("sqlite")
 
     def jwt_signing_key(self) -> str:
         """The HS256 key. In development without JWT_SECRET, a random key kept in data_dir.

@@ -1,4 +1,4 @@
-"""Demo data and the load-test accounts: `python -m app.seed [--candidates N] [--jobs N]`.
+"""Demo data and the load-test accounts: `python -m devtools.seed [--candidates N] [--jobs N]`.
 
 Idempotent: running it again adds only what is missing.
 """
@@ -13,11 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings, get_settings
 from app.database import Database
+from app.domain.assessments import create_test
+from app.domain.caching import CANDIDATES_TAG, JOBS_TAG
 from app.models import CandidateProfile, Job, User
 from app.models.assessment import Assessment
 from app.models.job import JOB_TYPES
 from app.security import password_hasher
-from app.services.assessments import create_test
+from app.services.cache import Cache, invalidate_on_commit, invalidation_scope
+from app.services.redis import RedisService
 
 ADMIN_EMAIL = "loadtest_admin@test.com"
 ADMIN_PASSWORD = "AdminTest123!"
@@ -149,8 +152,14 @@ async def seed(
     hasher = password_hasher(settings)
     added = {"admins": 0, "candidates": 0, "jobs": 0, "tests": 0}
     database = Database.create(settings, role="seed")
+    # With REDIS_URL set, the running fleet's cached listings are invalidated after the commit.
+    redis = RedisService(settings, client_name="hiring-pro-seed")
+    await redis.start()
     try:
-        async with database.sessionmaker() as session:
+        async with (
+            invalidation_scope(Cache(settings, redis), holding=False),
+            database.sessionmaker() as session,
+        ):
             wanted_admins = [admin_email(number) for number in range(1, admins + 1)]
             existing_admins = await _emails(session, wanted_admins)
             missing_admins = [email for email in wanted_admins if email not in existing_admins]
@@ -190,6 +199,7 @@ async def seed(
                         )
                     )
                 added["candidates"] = len(missing)
+                invalidate_on_commit(session, CANDIDATES_TAG)
             existing_jobs = await session.scalar(select(func.count()).select_from(Job)) or 0
             for _ in range(max(0, jobs - existing_jobs)):
                 title, skills = rng.choice(_TITLES), rng.sample(_SKILLS, 3)
@@ -208,6 +218,7 @@ async def seed(
                     )
                 )
                 added["jobs"] += 1
+                invalidate_on_commit(session, JOBS_TAG)
             titles = set(await session.scalars(select(Assessment.title)))
             for title, questions in _TESTS:
                 if title not in titles:
@@ -221,6 +232,7 @@ async def seed(
                     added["tests"] += 1
             await session.commit()
     finally:
+        await redis.close()
         await database.dispose()
     return added
 

@@ -19,6 +19,11 @@ _COLUMNS = (
 )
 
 
+def notify(session: AsyncSession, user_id: int, kind: str, title: str, body: str) -> None:
+    """Add a notification for the user to the session's transaction."""
+    session.add(Notification(user_id=user_id, kind=kind, title=title, body=body))
+
+
 async def list_notifications(
     session: AsyncSession, user_id: int, *, unread_only: bool, limit: int
 ) -> dict[str, Any]:

@@ -3,8 +3,10 @@
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from app.database import SessionDep, get_database
-from app.deps import CandidateUser, CurrentUser
+from app.deps import CacheDep, CandidateUser, CurrentUser, DatabaseDep, SessionDep
+from app.domain import assessments, attempts
+from app.domain.caching import ASSESSMENTS_AVAILABLE
+from app.http_cache import cached_response
 from app.schemas.assessment import (
     AnswerIn,
     AnswerOut,
@@ -16,22 +18,22 @@ from app.schemas.assessment import (
     SubmitIn,
     SubmitOut,
 )
-from app.services import assessments
-from app.services.cache import TESTS_AVAILABLE, CacheDep
 
 router = APIRouter(prefix="/api/tests", tags=["tests"])
 
 
 @router.get("/available", response_model=list[AssessmentSummaryOut])
-async def available_tests(user: CurrentUser, request: Request, cache: CacheDep) -> Response:
+async def available_tests(
+    user: CurrentUser, request: Request, cache: CacheDep, database: DatabaseDep
+) -> Response:
     """Active tests with their duration and number of questions."""
 
     # The same list for every user: one shared entry, no connection taken on a hit.
     async def compute() -> bytes:
-        async with get_database(request).read_engine.connect() as connection:
+        async with database.read_engine.connect() as connection:
             return await assessments.list_available_json(connection)
 
-    return await cache.response(request, TESTS_AVAILABLE, "all", compute)
+    return await cached_response(request, cache, ASSESSMENTS_AVAILABLE, "all", compute)
 
 
 @router.post("/start")
@@ -40,14 +42,14 @@ async def start_test(
 ) -> AttemptOut:
     """Start a timed attempt, or resume the open one; questions come without answers."""
     return AttemptOut.model_validate(
-        await assessments.start_attempt(session, user.user_id, body.test_id, cache)
+        await attempts.start_attempt(session, user.user_id, body.test_id, cache)
     )
 
 
 @router.post("/submit")
 async def submit_answers(body: SubmitIn, user: CandidateUser, session: SessionDep) -> SubmitOut:
     """Save several answers at once (all or none); the attempt stays open until completed."""
-    await assessments.save_answers(
+    await attempts.save_answers(
         session,
         user.user_id,
         body.attempt_id,
@@ -60,7 +62,7 @@ async def submit_answers(body: SubmitIn, user: CandidateUser, session: SessionDe
 async def complete_test(body: CompleteIn, user: CandidateUser, session: SessionDep) -> ResultOut:
     """Finish and score the attempt; calling again returns the same result."""
     return ResultOut.model_validate(
-        await assessments.complete_attempt(session, user.user_id, body.attempt_id)
+        await attempts.complete_attempt(session, user.user_id, body.attempt_id)
     )
 
 
@@ -69,7 +71,7 @@ async def answer_question(
     attempt_id: int, body: AnswerIn, user: CandidateUser, session: SessionDep
 ) -> AnswerOut:
     """Record (or replace) the answer to one question while the attempt is open."""
-    answered_at = await assessments.save_answers(
+    answered_at = await attempts.save_answers(
         session, user.user_id, attempt_id, [(body.question_id, body.answer_text)]
     )
     return AnswerOut(attempt_id=attempt_id, question_id=body.question_id, answered_at=answered_at)

@@ -1,55 +1,24 @@
-"""Timed tests: availability, attempts, answers and scoring."""
+"""Candidates' attempts at timed tests: starting, answering, completing, and their lifecycle."""
 
 from datetime import datetime, timedelta
 from typing import Any
 
-import orjson
-from sqlalchemy import Insert, func, select, update
+from sqlalchemy import Insert, case, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from app.domain import assessments, notifications
 from app.errors import Conflict, InvalidInput, NotFound
-from app.models import Assessment, Attempt, AttemptAnswer, Notification, Question
+from app.models import Assessment, Attempt, AttemptAnswer, Question, User
 from app.models.base import utcnow
-from app.services.cache import TEST_CONFIG, Cache, make_key
-
-
-async def list_available_json(connection: AsyncConnection) -> bytes:
-    """Active tests with their question counts, serialised once."""
-    statement = (
-        select(
-            Assessment.id,
-            Assessment.title,
-            Assessment.description,
-            Assessment.duration_minutes,
-            func.count(Question.id).label("question_count"),
-        )
-        .outerjoin(Question, Question.test_id == Assessment.id)
-        .where(Assessment.active.is_(True))
-        .group_by(Assessment.id)
-        .order_by(Assessment.id)
-    )
-    rows = (await connection.execute(statement)).mappings().all()
-    return orjson.dumps([dict(row) for row in rows], option=orjson.OPT_UTC_Z)
-
-
-async def _questions(session: AsyncSession, test_id: int) -> list[dict[str, Any]]:
-    rows = await session.execute(
-        select(Question.id, Question.position, Question.text, Question.options, Question.points)
-        .where(Question.test_id == test_id)
-        .order_by(Question.position, Question.id)
-    )
-    return [dict(row) for row in rows.mappings()]
+from app.services.cache import Cache
 
 
 async def _attempt_view(session: AsyncSession, cache: Cache, attempt: Attempt) -> dict[str, Any]:
     test_id = attempt.test_id
-    # A test's questions (without answers) are the same for every candidate: cached per test.
-    questions = await cache.get_or_compute(
-        TEST_CONFIG, make_key(test_id), lambda: _questions(session, test_id)
-    )
+    questions = await assessments.questions_for_candidates(session, cache, test_id)
     return {
         "attempt_id": attempt.id,
         "test_id": test_id,
@@ -222,42 +191,124 @@ async def complete_attempt(session: AsyncSession, user_id: int, attempt_id: int)
     attempt.score = float(score or 0)
     attempt.max_score = float(max_score or 0)
     title = await session.scalar(select(Assessment.title).where(Assessment.id == test_id))
-    session.add(
-        Notification(
-            user_id=user_id,
-            kind="test_completed",
-            title="Test completed",
-            body=f"You scored {attempt.score:g} of {attempt.max_score:g} on {title}.",
-        )
+    notifications.notify(
+        session,
+        user_id,
+        "test_completed",
+        "Test completed",
+        f"You scored {attempt.score:g} of {attempt.max_score:g} on {title}.",
     )
     await session.flush()
     return _result(attempt)
 
 
-async def create_test(
-    session: AsyncSession,
-    *,
-    title: str,
-    duration_minutes: int,
-    description: str | None,
-    questions: list[dict[str, Any]],
-) -> Assessment:
-    """A new active test with its questions (each: text, options, correct_answer, points)."""
-    test = Assessment(
-        title=title, description=description, duration_minutes=duration_minutes, active=True
+async def abandon_expired(session: AsyncSession, expired_before: datetime) -> int:
+    """Open attempts whose time ran out before `expired_before` become abandoned; the count."""
+    abandoned = await session.execute(
+        update(Attempt)
+        .where(Attempt.status == "in_progress", Attempt.expires_at < expired_before)
+        .values(status="abandoned")
     )
-    session.add(test)
-    await session.flush()
-    session.add_all(
-        Question(
-            test_id=test.id,
-            position=position,
-            text=question["text"],
-            options=list(question["options"]),
-            correct_answer=question["correct_answer"],
-            points=question["points"],
+    return int(abandoned.rowcount)  # type: ignore[attr-defined]
+
+
+async def delete_abandoned(session: AsyncSession, expired_before: datetime) -> int:
+    """Abandoned attempts that expired before `expired_before` are deleted; the count."""
+    removed = await session.execute(
+        delete(Attempt).where(Attempt.status == "abandoned", Attempt.expires_at < expired_before)
+    )
+    return int(removed.rowcount)  # type: ignore[attr-defined]
+
+
+async def attempt_counts(connection: AsyncConnection) -> dict[str, Any]:
+    """Attempts in progress and completed, and the completed ones' mean percentage score."""
+    in_progress, completed, average = (
+        await connection.execute(
+            select(
+                func.coalesce(func.sum(case((Attempt.status == "in_progress", 1), else_=0)), 0),
+                func.coalesce(func.sum(case((Attempt.status == "completed", 1), else_=0)), 0),
+                func.avg(
+                    case(
+                        (
+                            (Attempt.status == "completed") & (Attempt.max_score > 0),
+                            100.0 * Attempt.score / Attempt.max_score,
+                        ),
+                    )
+                ),
+            )
         )
-        for position, question in enumerate(questions, start=1)
+    ).one()
+    return {
+        "attempts_in_progress": int(in_progress),
+        "attempts_completed": int(completed),
+        "average_score_percent": round(float(average), 2) if average is not None else None,
+    }
+
+
+async def activity_between(session: AsyncSession, start: datetime, end: datetime) -> dict[str, Any]:
+    """Attempts started and completed in [start, end), and the completed ones' mean score."""
+
+    def within(column: Any) -> Any:
+        return (column >= start) & (column < end)
+
+    started, completed, average = (
+        await session.execute(
+            select(
+                func.count().filter(within(Attempt.started_at)),
+                func.count().filter(within(Attempt.completed_at), Attempt.status == "completed"),
+                func.avg(Attempt.score * 100.0 / Attempt.max_score).filter(
+                    within(Attempt.completed_at),
+                    Attempt.status == "completed",
+                    Attempt.max_score > 0,
+                ),
+            ).select_from(Attempt)
+        )
+    ).one()
+    return {
+        "attempts_started": started or 0,
+        "attempts_completed": completed or 0,
+        "average_score_percent": round(float(average), 2) if average is not None else None,
+    }
+
+
+async def completed_results(
+    connection: AsyncConnection, *, test_id: int | None, page: int, page_size: int
+) -> dict[str, Any]:
+    """Completed attempts with candidate and test, newest first."""
+    statement = (
+        select(
+            Attempt.id.label("attempt_id"),
+            User.id.label("candidate_id"),
+            User.full_name.label("candidate_name"),
+            User.email.label("candidate_email"),
+            Assessment.id.label("test_id"),
+            Assessment.title.label("test_title"),
+            Attempt.score,
+            Attempt.max_score,
+            Attempt.completed_at,
+        )
+        .join(User, User.id == Attempt.user_id)
+        .join(Assessment, Assessment.id == Attempt.test_id)
+        .where(Attempt.status == "completed")
     )
-    await session.flush()
-    return test
+    if test_id is not None:
+        statement = statement.where(Attempt.test_id == test_id)
+    rows = (
+        (
+            await connection.execute(
+                statement.order_by(Attempt.completed_at.desc(), Attempt.id.desc())
+                .limit(page_size + 1)
+                .offset((page - 1) * page_size)
+            )
+        )
+        .mappings()
+        .all()
+    )
+    items = []
+    for row in rows[:page_size]:
+        item = dict(row)
+        item["score_percent"] = (
+            round(100.0 * item["score"] / item["max_score"], 2) if item["max_score"] else 0.0
+        )
+        items.append(item)
+    return {"items": items, "page": page, "page_size": page_size, "has_more": len(rows) > page_size}

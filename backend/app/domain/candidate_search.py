@@ -3,11 +3,9 @@
 import re
 from typing import Any
 
-from sqlalchemy import String, cast, or_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.models import CandidateProfile, User
-from app.services.admin import candidates_query
+from app.domain import profiles
 
 _TERM_RE = re.compile(r"[a-z0-9+#.]{2,40}")
 MAX_TERMS = 10
@@ -42,10 +40,6 @@ def score_candidate(terms: list[str], skills: list[str], summary: str | None) ->
     return score
 
 
-def _escape_like(term: str) -> str:
-    return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 async def search_candidates(
     connection: AsyncConnection, query: str, limit: int
 ) -> list[dict[str, Any]]:
@@ -53,27 +47,10 @@ async def search_candidates(
     terms = query_terms(query)
     if not terms:
         return []
-    conditions = []
-    for term in terms:
-        pattern = f"%{_escape_like(term)}%"
-        conditions.append(CandidateProfile.summary.ilike(pattern, escape="\\"))
-        conditions.append(cast(CandidateProfile.skills, String).ilike(pattern, escape="\\"))
-    rows = (
-        (
-            await connection.execute(
-                candidates_query()
-                .where(or_(*conditions))
-                .order_by(User.id.desc())
-                .limit(PREFILTER_LIMIT)
-            )
-        )
-        .mappings()
-        .all()
-    )
     ranked = []
-    for row in rows:
+    for row in await profiles.candidates_mentioning(connection, terms, PREFILTER_LIMIT):
         score = score_candidate(terms, list(row["skills"] or []), row["summary"])
         if score > 0:
-            ranked.append(dict(row) | {"score": score})
+            ranked.append(row | {"score": score})
     ranked.sort(key=lambda item: (-item["score"], -item["id"]))
     return ranked[:limit]

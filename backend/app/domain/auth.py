@@ -1,15 +1,20 @@
-"""Registration, login and password-reset requests."""
+"""Accounts: registration, login and password resets."""
 
 import asyncio
+import logging
+from datetime import datetime
 
 from argon2 import PasswordHasher
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
+from app.database import Database
+from app.domain import profiles
+from app.domain.emails import password_reset_email
 from app.errors import BadRequest, Conflict, Forbidden, NotAuthenticated
-from app.models import CandidateProfile, User
+from app.models import User
 from app.security import (
     InvalidToken,
     create_password_reset_token,
@@ -17,6 +22,9 @@ from app.security import (
     password_fingerprint,
     verify_password,
 )
+from app.services.job_queue import JobQueue
+
+logger = logging.getLogger(__name__)
 
 
 class PasswordService:
@@ -53,8 +61,7 @@ async def register_candidate(
         async with session.begin_nested():
             session.add(user)
             await session.flush()
-            session.add(CandidateProfile(user_id=user.id, skills=[]))
-            await session.flush()
+            await profiles.create_profile(session, user.id)
     except IntegrityError:
         raise Conflict("An account with this email already exists.", code="email_taken") from None
     return user
@@ -81,14 +88,30 @@ async def authenticate(
     return user
 
 
-async def request_password_reset(
-    session: AsyncSession, settings: Settings, email: str
-) -> str | None:
-    """A reset token for the account with this email, or None (never shown to the client)."""
-    user = await session.scalar(select(User).where(User.email == normalise_email(email)))
-    if user is None or not user.is_active:
-        return None
-    return create_password_reset_token(settings, user.id, user.password_hash)
+async def send_password_reset(
+    database: Database, settings: Settings, jobs: JobQueue, email: str
+) -> None:
+    """Queue a reset email if an active account has this email; otherwise do nothing.
+
+    Meant to run after the response, which must not say whether the account exists: failures
+    are logged, never raised.
+    """
+    address = normalise_email(email)
+    try:
+        async with database.read_engine.connect() as connection:
+            account = (
+                await connection.execute(
+                    select(User.id, User.password_hash).where(
+                        User.email == address, User.is_active.is_(True)
+                    )
+                )
+            ).one_or_none()
+        if account is None:
+            return
+        token = create_password_reset_token(settings, account.id, account.password_hash)
+        await jobs.enqueue("email", password_reset_email(settings, address, token).model_dump())
+    except Exception:
+        logger.exception("could not queue a password reset email")
 
 
 async def reset_password(
@@ -110,3 +133,13 @@ async def reset_password(
         raise invalid
     user.password_hash = await passwords.hash(new_password)
     await session.flush()
+
+
+async def candidates_registered(session: AsyncSession, start: datetime, end: datetime) -> int:
+    """Candidate accounts created in [start, end)."""
+    count = await session.scalar(
+        select(func.count()).where(
+            User.role == "candidate", User.created_at >= start, User.created_at < end
+        )
+    )
+    return int(count or 0)

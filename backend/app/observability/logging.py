@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import orjson
 
-from app.middleware.request_context import current_request
+from app.observability.context import current_request
 
 LogFormat = Literal["json", "text"]
 

@@ -1,0 +1,1 @@
+"""Logging, metrics and the request context every log line carries."""
