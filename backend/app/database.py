@@ -48,8 +48,7 @@ def create_engine(settings: Settings, *, role: str = "web") -> AsyncEngine:
         # Supavisor/PgBouncer in transaction mode hands each transaction to any server connection,
         # so nothing may outlive a transaction: no asyncpg statement cache, no SQLAlchemy prepared
         # statement cache, and a unique name per prepared statement. The pooler does the pooling;
-        # a second pool here would pin pooler clients and hide its queueing (Supabase recommends
-        # NullPool on port 6543).
+        # a second pool here would pin pooler clients and hide its queueing.
         engine = create_async_engine(
             url,
             **_JSON_CODEC,

@@ -140,7 +140,7 @@ async def _emails(session: AsyncSession, emails: list[str]) -> set[str]:
 
 
 def admin_email(number: int) -> str:
-    """Load-test admin N: the plan's account is number 1, others exist for concurrent admins."""
+    """Load-test admin N: the load test signs in as number 1; others serve concurrent admins."""
     return ADMIN_EMAIL if number == 1 else f"loadtest_admin_{number}@test.com"
 
 

@@ -2,7 +2,9 @@
 
 import asyncio
 import os
+import socket
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +15,13 @@ from fastapi import FastAPI
 
 from app.config import Settings
 from app.main import create_app
+from tests.support.apps import AppFactory
 from tests.support.database import create_migrated_database, drop_database, truncate_all
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.redis_server import RedisServer
+
+# SQS fixtures (moto server, queues, AWS credentials) for the worker and queue tests.
+pytest_plugins = ("tests.support.sqs_fixtures",)
 
 TEST_JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 
@@ -109,3 +115,38 @@ def upstream(upstream_server: FakeUpstream) -> FakeUpstream:
     """The fake upstream, healthy with counters at zero."""
     upstream_server.reset()
     return upstream_server
+
+
+@pytest.fixture
+def app_with(tmp_path: Path, database_url: str) -> AppFactory:
+    """Build the web app with setting overrides (Postgres by default) and run its lifespan."""
+
+    @asynccontextmanager
+    async def build(**overrides: Any) -> AsyncIterator[FastAPI]:
+        values: dict[str, Any] = {"database_url": database_url, **overrides}
+        settings: Settings = make_settings(tmp_path, **values)
+        application = create_app(settings)
+        async with application.router.lifespan_context(application):
+            yield application
+
+    return build
+
+
+@pytest.fixture
+def stopped_redis() -> Iterator[RedisServer]:
+    """A private redis-server that was started and then stopped: its port refuses connections."""
+    server = RedisServer()
+    server.start()
+    server.stop()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A port that accepts TCP connections (kernel backlog) but never answers: a hung dependency."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        port: int = listener.getsockname()[1]
+        yield port

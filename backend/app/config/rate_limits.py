@@ -1,8 +1,9 @@
 """The rate limiter's table: tiers and the path rules that pick a tier, tunable from settings.
 
-The defaults are the plan's table. Every value can be replaced through the environment as JSON,
-e.g. ``RATE_LIMIT_TIERS='{"auth": {"capacity": 10, "refill": 10}, ...}'``; the whole table is
-validated when the app is built, so a typo fails at startup rather than per request.
+The defaults (tokens per minute, each bucket holding a minute's worth): auth 10, ai_heavy 5,
+upload 20, read 200, write 60, default 100. Every value can be replaced through the environment
+as JSON, e.g. ``RATE_LIMIT_TIERS='{"auth": {"capacity": 10, "refill": 10}, ...}'``; the whole
+table is validated when the app is built, so a typo fails at startup rather than per request.
 """
 
 from pydantic import BaseModel, ConfigDict, Field

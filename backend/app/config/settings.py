@@ -33,7 +33,7 @@ MIN_SECRET_LENGTH = 32
 
 
 class Settings(BaseSettings):
-    """Typed settings, read from environment variables (and `.env`) named as in the plan."""
+    """Typed settings, read from environment variables (and `.env`), e.g. DATABASE_URL."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     use_external_pooler: bool = False
     db_pool_size: int = Field(20, ge=1)
-    # The plan's 30 overflow connections are not kept: QueuePool closes an overflow connection as
+    # No overflow connections by default: QueuePool closes an overflow connection as
     # soon as it is returned, so any sustained concurrency above pool_size reconnects on almost
     # every request (measured: +500 us CPU per request on the read path, bench/read_routes).
     # pool_size is the per-process cap; requests beyond it wait up to db_pool_timeout_seconds.
@@ -98,8 +98,8 @@ class Settings(BaseSettings):
     cache_lock_ttl_seconds: float = Field(5.0, gt=0)
     rate_limit_enabled: bool = True
     # The limiter's table (app/config/rate_limits.py); each is JSON in the environment.
-    # It replaces the plan's single RATE_LIMIT_REQUESTS_PER_MINUTE/RATE_LIMIT_BURST pair: every
-    # category has its own bucket, and the plan's default (100/min) is the `default` tier.
+    # Every category has its own bucket (there is no single requests-per-minute/burst pair);
+    # requests that no rule names use the `default` tier (100/min).
     rate_limit_tiers: dict[str, RateLimitTier] = Field(default_factory=lambda: dict(DEFAULT_TIERS))
     rate_limit_exact_paths: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_EXACT_PATHS)
@@ -158,7 +158,7 @@ class Settings(BaseSettings):
     aws_endpoint_url: str | None = None
     queue_backend: Literal["local", "sqs"] = "local"
     # Job queue and worker tier (app/services/job_queue.py, sqs_queue.py, app/worker/).
-    # One queue per task (the plan's names); point several at one queue to share it.
+    # One queue per task (hiring-pro-<task>); point several at one queue to share it.
     sqs_queue_resume_parse: str = "hiring-pro-resume-parse"
     sqs_queue_vector_index: str = "hiring-pro-vector-index"
     sqs_queue_email: str = "hiring-pro-email"

@@ -53,3 +53,27 @@ def wait_until_sync(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(interval)
+
+
+async def wait_for_progress(
+    measure: Callable[[], Awaitable[int]],
+    *,
+    target: int,
+    stall_after: float,
+    what: str = "the work",
+    interval: float = 0.5,
+) -> None:
+    """Await until `measure()` reaches `target`, however long steady progress takes.
+
+    For bulk work whose total time depends on the machine's load: it fails only when the value
+    stops moving for `stall_after` seconds (plus LOADED_MACHINE_MARGIN).
+    """
+    last = await measure()
+    moved_at = time.monotonic()
+    while last < target:
+        await asyncio.sleep(interval)
+        current = await measure()
+        if current != last:
+            last, moved_at = current, time.monotonic()
+        elif time.monotonic() - moved_at > stall_after + LOADED_MACHINE_MARGIN:
+            raise AssertionError(f"{what} stalled at {last} of {target}")

@@ -49,15 +49,19 @@ def worker_tier(
     workers: int = 1,
     daemons: int = 1,
     concurrency: int = 10,
+    sqsd_args: tuple[str, ...] = (),
 ) -> Iterator[list[ManagedProcess]]:
-    """A gunicorn worker app (``workers`` processes) fed by ``daemons`` local sqsd instances."""
+    """A gunicorn worker app (``workers`` processes) fed by ``daemons`` local sqsd instances
+    (``sqsd_args`` are added to each daemon's command line)."""
     started: list[ManagedProcess] = []
     try:
         worker, url = start_worker(env, log_dir, workers=workers)
         started.append(worker)
         for _ in range(daemons):
             started.append(
-                start_sqsd(env, log_dir, queues.url, url, "--concurrency", str(concurrency))
+                start_sqsd(
+                    env, log_dir, queues.url, url, "--concurrency", str(concurrency), *sqsd_args
+                )
             )
         yield started
     finally:

@@ -3,7 +3,6 @@
 import mailbox
 import socket
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,8 +14,9 @@ from app.models import EmailOutbox
 from app.worker_app import create_worker_app
 from tests.support.moto_server import MotoServer
 from tests.support.redis_server import free_port
+from tests.support.sqs_fixtures import sqs_settings
 from tests.support.sqs_server import ManagedProcess, QueuePair, service_env
-from tests.worker.conftest import sqs_settings
+from tests.support.wait import wait_until_sync
 from tests.worker.helpers import post_job
 
 
@@ -27,15 +27,16 @@ def smtp_server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     args = [sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{port}"]
     args += ["-c", "aiosmtpd.handlers.Mailbox", str(maildir)]
     server = ManagedProcess(args, service_env({}), tmp_path / "smtpd.log")
-    deadline = time.monotonic() + 20
-    while True:
+
+    def listening() -> bool:
+        assert server.process.poll() is None, server.log()
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
         except OSError:
-            assert server.process.poll() is None, server.log()
-            assert time.monotonic() < deadline, "the SMTP server did not start"
-            time.sleep(0.1)
+            return False
+        return True
+
+    wait_until_sync(listening, within=10, what="the SMTP server to listen")
     yield port, maildir
     server.stop()
 

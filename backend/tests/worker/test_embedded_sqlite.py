@@ -1,12 +1,10 @@
 """The embedded default (SQLite, QUEUE_BACKEND=local) runs the worker handlers too."""
 
 import asyncio
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-import pytest
 
 from app.main import create_app
 from app.models import EmailOutbox, ProcessedJob
@@ -14,7 +12,9 @@ from app.worker_app import create_worker_app
 from tests.conftest import make_settings
 from tests.support.database import migrate
 from tests.support.factories import auth, register_candidate
-from tests.worker.helpers import RESUME_TEXT, count, docx_bytes, post_cron, post_job
+from tests.support.resume_files import RESUME_TEXT, docx_bytes
+from tests.support.wait import wait_until
+from tests.worker.helpers import count, post_cron, post_job
 
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 
@@ -33,13 +33,12 @@ async def test_resume_parsing_email_and_cron_on_sqlite(tmp_path: Path) -> None:
         files = {"file": ("cv.docx", docx_bytes(RESUME_TEXT), DOCX)}
         response = await client.post("/api/profile/resume", files=files, headers=auth(token))
         assert response.status_code == 202
-        deadline = time.monotonic() + 30
-        while (await client.get("/api/profile/resume-status", headers=auth(token))).json()[
-            "status"
-        ] != "parsed":
-            if time.monotonic() > deadline:
-                pytest.fail("the resume was not parsed")
-            await asyncio.sleep(0.05)
+
+        async def parsed() -> bool:
+            status = await client.get("/api/profile/resume-status", headers=auth(token))
+            return bool(status.json()["status"] == "parsed")
+
+        await wait_until(parsed, within=20, what="the resume to be parsed")
         profile = (await client.get("/api/profile", headers=auth(token))).json()
         assert profile["skills"][:3] == ["Python", "PostgreSQL", "FastAPI"]
 

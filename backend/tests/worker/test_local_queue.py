@@ -1,8 +1,6 @@
 """QUEUE_BACKEND=local: the web app runs the worker handlers in-process, with sqsd's retries."""
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -17,15 +15,12 @@ from app.models import EmailOutbox, FailedJob, ProcessedJob
 from tests.conftest import make_settings
 from tests.support.factories import PASSWORD, auth, register_candidate
 from tests.support.redis_server import free_port
-from tests.worker.helpers import RESUME_TEXT, count
+from tests.support.resume_files import RESUME_TEXT
+from tests.support.wait import wait_until
+from tests.worker.helpers import count
 
-
-async def eventually(check: Callable[[], Awaitable[bool]], limit: float = 30.0) -> None:
-    deadline = time.monotonic() + limit
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail("condition not met before the deadline")
-        await asyncio.sleep(0.05)
+# Local jobs run in the background of the app's own process: a few seconds of work and retries.
+JOB_SECONDS = 20.0
 
 
 @asynccontextmanager
@@ -66,14 +61,14 @@ async def test_upload_is_parsed_in_process(web: FastAPI, web_client: httpx.Async
         status = await web_client.get("/api/profile/resume-status", headers=auth(token))
         return bool(status.json()["status"] == "parsed")
 
-    await eventually(parsed)
+    await wait_until(parsed, within=JOB_SECONDS, what="parsed")
     profile = (await web_client.get("/api/profile", headers=auth(token))).json()
     assert "Kubernetes" in profile["skills"] and profile["experience_years"] == 6
 
     async def indexed() -> bool:
         return await count(web, ProcessedJob, ProcessedJob.task == "vector-index") == 1
 
-    await eventually(indexed)
+    await wait_until(indexed, within=JOB_SECONDS, what="indexed")
     assert (await web.state.resources.vector_index.query("kubernetes fastapi", 1))[0][0] == profile[
         "id"
     ]
@@ -93,7 +88,7 @@ async def test_forgot_password_emails_a_reset_link_only_to_real_accounts(
     async def emailed() -> bool:
         return await count(web, EmailOutbox) == 1
 
-    await eventually(emailed)
+    await wait_until(emailed, within=JOB_SECONDS, what="emailed")
     async with web.state.resources.database.sessionmaker() as session:
         email = (await session.scalars(select(EmailOutbox))).one()
     assert (email.recipient, email.kind, email.status) == (
@@ -133,7 +128,7 @@ async def test_a_failing_local_job_is_retried_then_recorded(
             async def gave_up() -> bool:
                 return await count(web, FailedJob) == 1
 
-            await eventually(gave_up)
+            await wait_until(gave_up, within=JOB_SECONDS, what="gave up")
             status = (await client.get("/api/profile/resume-status", headers=auth(token))).json()
         async with web.state.resources.database.sessionmaker() as session:
             failed = (await session.scalars(select(FailedJob))).one()

@@ -1,8 +1,6 @@
 """End to end through real processes: web app -> SQS (moto) -> local sqsd -> worker app."""
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -14,21 +12,18 @@ from app.models import FailedJob, ProcessedJob
 from tests.support.factories import auth, candidate_token
 from tests.support.moto_server import MotoServer
 from tests.support.redis_server import free_port
+from tests.support.resume_files import RESUME_TEXT, pdf_bytes
+from tests.support.sqs_fixtures import sqs_settings
 from tests.support.sqs_server import QueuePair, drain, sqs_client
-from tests.worker.conftest import sqs_settings
-from tests.worker.helpers import RESUME_TEXT, count, pdf_bytes
+from tests.support.wait import wait_until
+from tests.worker.helpers import count
 from tests.worker.processes import worker_env, worker_tier
 
 pytestmark = pytest.mark.slow
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], limit: float = 60.0) -> None:
-    """Wait until ``check()`` is true, polling; fail at the deadline."""
-    deadline = time.monotonic() + limit
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail("condition not met before the deadline")
-        await asyncio.sleep(0.2)
+# Through moto, two processes and the retries sqsd makes: up to a minute on a loaded machine.
+PIPELINE_SECONDS = 60.0
 
 
 async def upload_resume(client: httpx.AsyncClient, token: str) -> httpx.Response:
@@ -54,7 +49,7 @@ async def test_uploaded_resume_is_parsed_by_the_worker_tier(
                     status = await client.get("/api/profile/resume-status", headers=auth(token))
                     return bool(status.json()["status"] == "parsed")
 
-                await eventually(parsed)
+                await wait_until(parsed, within=PIPELINE_SECONDS, what="parsed", interval=0.2)
                 profile = (await client.get("/api/profile", headers=auth(token))).json()
                 assert profile["skills"] == [
                     "Python",
@@ -73,7 +68,7 @@ async def test_uploaded_resume_is_parsed_by_the_worker_tier(
                 async def indexed() -> bool:
                     return await count(web, ProcessedJob, ProcessedJob.task == "vector-index") == 1
 
-                await eventually(indexed)
+                await wait_until(indexed, within=PIPELINE_SECONDS, what="indexed", interval=0.2)
     assert await count(web, FailedJob) == 0
 
 
@@ -109,7 +104,7 @@ async def test_a_job_failing_three_times_ends_in_the_dead_letter_queue_intact(
                 async def in_dlq() -> bool:
                     return await asyncio.to_thread(dead_lettered) == 1
 
-                await eventually(in_dlq)
+                await wait_until(in_dlq, within=PIPELINE_SECONDS, what="in dlq", interval=0.2)
             status = (await client.get("/api/profile/resume-status", headers=auth(token))).json()
     assert status["status"] == "failed"
 

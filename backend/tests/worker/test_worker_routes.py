@@ -26,16 +26,10 @@ from app.services.job_queue import JobMessage
 from app.worker.context import derived_job_id
 from app.worker_app import create_worker_app
 from tests.support.moto_server import MotoServer
+from tests.support.resume_files import RESUME_TEXT, docx_bytes
+from tests.support.sqs_fixtures import sqs_settings
 from tests.support.sqs_server import QueuePair, drain
-from tests.worker.conftest import sqs_settings
-from tests.worker.helpers import (
-    RESUME_TEXT,
-    count,
-    docx_bytes,
-    post_cron,
-    post_job,
-    sqsd_headers,
-)
+from tests.worker.helpers import count, post_cron, post_job, sqsd_headers
 
 EMAIL = {
     "to": "casey@example.com",

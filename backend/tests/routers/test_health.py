@@ -6,7 +6,7 @@ from typing import Any
 
 from app.main import create_app
 from tests.conftest import make_settings
-from tests.ops.conftest import AppFactory, client_for
+from tests.support.apps import AppFactory, client_for
 from tests.support.factories import admin_token, auth, candidate_token
 from tests.support.redis_server import RedisServer, free_port
 

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from tests.ops.gunicorn_server import GunicornServer, sample, wait_for
+from tests.support.gunicorn_server import GunicornServer, sample, wait_for
 
 pytestmark = pytest.mark.slow
 
-OPS_APP = "tests.ops.ops_app:app"
+OPS_APP = "tests.deploy.ops_app:app"
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import pkgutil
 from prometheus_client import REGISTRY
 
 import app as app_package
-from tests.ops.conftest import AppFactory, client_for
-from tests.ops.gunicorn_server import sample
+from tests.support.apps import AppFactory, client_for
+from tests.support.gunicorn_server import sample
 
 
 def _value(text: str, name: str, **labels: str) -> float:

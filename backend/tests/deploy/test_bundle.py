@@ -16,7 +16,7 @@ import yaml
 from fastapi import FastAPI
 from starlette.routing import Match
 
-from tests.ops.gunicorn_server import GUNICORN, REPO_ROOT
+from tests.support.gunicorn_server import GUNICORN, REPO_ROOT
 
 EBEXTENSIONS = REPO_ROOT / ".ebextensions"
 PLATFORM = REPO_ROOT / ".platform"

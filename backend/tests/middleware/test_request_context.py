@@ -11,11 +11,10 @@ import jwt
 import pytest
 from fastapi import FastAPI
 
-from app.observability.logging import PerformanceLogger
-from tests.ops.conftest import AppFactory, client_for
+from tests.support.apps import AppFactory, client_for
 from tests.support.factories import auth, register_candidate
 
-route_logger = logging.getLogger("tests.ops.route")
+route_logger = logging.getLogger("tests.middleware.route")
 
 
 class LogCapture:
@@ -151,32 +150,3 @@ async def test_unhandled_error_logged_with_request_id_and_answered_in_shared_sha
     assert "RuntimeError: secret internals" in errors[0]["exception"]
     access = [r for r in logs.records() if r["logger"] == "app.access"]
     assert access[0]["status"] == 500
-
-
-def test_performance_logger_times_and_flags_slow_operations(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    caplog.set_level(logging.DEBUG, logger="app.performance")
-    with PerformanceLogger("fast_op", slow_ms=60_000, job="a") as fast:
-        pass
-    with PerformanceLogger("slow_op", slow_ms=0) as slow:
-        pass
-    with pytest.raises(ValueError), PerformanceLogger("failing_op", slow_ms=60_000):
-        raise ValueError("boom")
-    by_operation = {record.operation: record for record in caplog.records}  # type: ignore[attr-defined]
-    assert by_operation["fast_op"].levelno == logging.DEBUG
-    assert by_operation["fast_op"].job == "a"  # type: ignore[attr-defined]
-    assert by_operation["fast_op"].duration_ms == round(fast.elapsed_ms, 2)  # type: ignore[attr-defined]
-    assert by_operation["slow_op"].levelno == logging.WARNING
-    assert by_operation["slow_op"].duration_ms == round(slow.elapsed_ms, 2)  # type: ignore[attr-defined]
-    assert by_operation["failing_op"].outcome == "error"  # type: ignore[attr-defined]
-    assert by_operation["failing_op"].levelno == logging.INFO
-
-
-async def test_performance_logger_async_form(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="app.performance")
-    async with PerformanceLogger("async_op") as timer:
-        pass
-    [record] = [r for r in caplog.records if getattr(r, "operation", None) == "async_op"]
-    assert record.outcome == "ok"  # type: ignore[attr-defined]
-    assert timer.elapsed_ms >= 0

@@ -21,8 +21,8 @@ from app.services.job_queue import (
 from app.services.sqs_queue import SQSClient, SQSJobQueue
 from tests.conftest import make_settings
 from tests.support.moto_server import MotoServer
+from tests.support.sqs_fixtures import sqs_settings
 from tests.support.sqs_server import FaultyProxy, QueuePair, create_queue_pair, drain
-from tests.worker.conftest import sqs_settings
 
 EMAIL = {"to": "a@example.com", "subject": "s", "body": "b"}
 

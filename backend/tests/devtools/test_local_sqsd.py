@@ -2,7 +2,6 @@
 redelivery after failures and inactivity, the concurrency limit."""
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -14,6 +13,7 @@ from devtools.local_sqsd import LocalSqsd, SqsdConfig
 from tests.support.moto_server import MotoServer
 from tests.support.redis_server import free_port
 from tests.support.sqs_server import QueuePair, sqs_client
+from tests.support.wait import wait_until
 
 Behaviour = Callable[[web.Request], Awaitable[int]]
 
@@ -58,17 +58,18 @@ async def serve() -> AsyncIterator[Callable[[Behaviour], Awaitable[tuple[Endpoin
         await runner.cleanup()
 
 
-async def run_until(daemon: LocalSqsd, done: Callable[[], bool], limit: float = 30.0) -> None:
-    """Run the daemon until ``done()`` holds (or fail at the deadline), then stop it cleanly."""
+async def run_until(daemon: LocalSqsd, done: Callable[[], bool]) -> None:
+    """Run the daemon until ``done()`` holds, then stop it cleanly."""
     stop = asyncio.Event()
     task = asyncio.create_task(daemon.run(stop))
-    deadline = time.monotonic() + limit
+
+    async def finished() -> bool:
+        assert not task.done(), task
+        return done()
+
     try:
-        while not done():
-            assert not task.done(), task
-            if time.monotonic() > deadline:
-                pytest.fail("condition not met before the deadline")
-            await asyncio.sleep(0.05)
+        # A few receive polls (1 s long polls) and deliveries.
+        await wait_until(finished, within=20, what="the deliveries")
     finally:
         stop.set()
         await task

@@ -10,7 +10,7 @@ from app.domain.resume_parser import (
     extract_skills,
     parse_resume,
 )
-from tests.worker.helpers import RESUME_TEXT, docx_bytes, pdf_bytes
+from tests.support.resume_files import RESUME_TEXT, docx_bytes, pdf_bytes
 
 EXPECTED_SKILLS = ["Python", "PostgreSQL", "FastAPI", "Docker", "Kubernetes", "AWS", "REST"]
 
