@@ -19,6 +19,7 @@ from tests.support.apps import AppFactory
 from tests.support.database import create_migrated_database, drop_database, truncate_all
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.redis_server import RedisServer
+from tests.support.redis_topologies import RedisClusterNodes, RedisSentinelSetup
 
 # SQS fixtures (moto server, queues, AWS credentials) for the worker and queue tests.
 pytest_plugins = ("tests.support.sqs_fixtures",)
@@ -150,3 +151,25 @@ def silent_server() -> Iterator[int]:
         listener.listen(16)
         port: int = listener.getsockname()[1]
         yield port
+
+
+@pytest.fixture(scope="module")
+def redis_cluster() -> Iterator[RedisClusterNodes]:
+    """A private 3-master Redis Cluster."""
+    cluster = RedisClusterNodes(masters=3)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.cleanup()
+
+
+@pytest.fixture(scope="module")
+def redis_sentinel() -> Iterator[RedisSentinelSetup]:
+    """A private master watched by one Sentinel."""
+    setup = RedisSentinelSetup()
+    try:
+        setup.start()
+        yield setup
+    finally:
+        setup.cleanup()

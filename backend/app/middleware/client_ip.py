@@ -36,13 +36,6 @@ def network_key(ip: IPAddress) -> str:
     return str(ip)
 
 
-@functools.lru_cache(maxsize=65_536)
-def client_key(address: str) -> str | None:
-    """The rate-limit key for an address string; None if invalid."""
-    ip = parse_address(address)
-    return network_key(ip) if ip is not None else None
-
-
 class ClientIP:
     """The client address of a request, from its socket peer and X-Forwarded-For.
 
@@ -69,7 +62,7 @@ class ClientIP:
         return parse_address(peer) if peer is not None else None
 
     def __call__(self, peer: str | None, forwarded_for: str | None) -> str:
-        """The rate-limit key of the client (see client_key)."""
+        """The rate-limit key of the client: its address, or its IPv6 /64 (see network_key)."""
         ip = self.address(peer, forwarded_for)
         if ip is not None:
             return network_key(ip)

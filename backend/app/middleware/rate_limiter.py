@@ -1,13 +1,8 @@
-"""Distributed token-bucket rate limiting as pure ASGI middleware.
+"""Rate limiting as pure ASGI middleware: the HTTP side of the engine in app/services/ratelimit.
 
 Per request: pick the category from the path rules, key the request by its verified user (or its
-client IP), and take one token from its buckets in Redis (one atomic script; see
-app/services/rate_limit_buckets.py). Refusals get a 429 in the shared error shape; every limited
-response carries X-RateLimit-* and the IETF RateLimit-Policy / RateLimit fields.
-
-Redis modes: no REDIS_URL -> in-process buckets at the full limit (a single dev process); Redis
-configured but down -> in-process buckets at 1/RATE_LIMIT_EXPECTED_PROCESSES of each tier until
-the RedisService back-off ends, then back to Redis by itself.
+client IP), and ask the RateLimiter for a decision. Refusals get a 429 in the shared error shape;
+every limited response carries X-RateLimit-* and the IETF RateLimit-Policy / RateLimit fields.
 
 Client IP: X-Forwarded-For read right to left through TRUSTED_PROXY_COUNT hops (or past the
 TRUSTED_PROXY_CIDRS networks), because every proxy appends the address it saw and only the
@@ -15,11 +10,8 @@ right-most entries were written by our own proxies. On Elastic Beanstalk the ALB
 client and the on-instance nginx appends the ALB: 2 hops.
 """
 
-import logging
 import time
-from collections.abc import Callable
 
-from prometheus_client import Counter
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -29,66 +21,27 @@ from app.deps import resources_of
 from app.error_handlers import error_response
 from app.middleware.client_ip import ClientIP
 from app.security import InvalidToken, decode_access_token_with_key
-from app.services.ratelimit.buckets import (
-    BucketSpecs,
-    Decision,
-    DecisionRequest,
-    DenialCache,
-    LocalBuckets,
-    RedisBuckets,
-    ceil_seconds,
-    now_us,
-)
+from app.services.ratelimit.buckets import Decision, ceil_seconds
+from app.services.ratelimit.limiter import RateLimiter
 from app.services.ratelimit.rules import RateLimitRules
 from app.services.redis import RedisService
-
-logger = logging.getLogger(__name__)
-
-RATE_LIMIT_DECISIONS = Counter(
-    "hiringpro_rate_limit_decisions_total",
-    "Rate-limit decisions by category, outcome (allowed, limited, shadow_limited) and source "
-    "(redis, denial_cache, local = no Redis configured, fallback = Redis down).",
-    ["category", "outcome", "source"],
-)
 
 _TOKEN_CACHE_MAX = 10_000
 _BEARER = b"bearer "
 
 
-class _TierPlan:
-    """Precomputed per-category data: bucket specs, key layout and header values."""
+class _TierHeaders:
+    """Precomputed per-category header values, and whether the tier only shadows."""
+
+    __slots__ = ("category", "limit", "name", "policy", "shadow")
 
     def __init__(self, category: str, tier: RateLimitTier) -> None:
         self.category = category
-        self.tier = tier
-        specs = [(tier.capacity, tier.refill, tier.period_seconds * 1_000_000)]
-        if tier.per_ip is not None:
-            bucket = tier.per_ip
-            specs.append((bucket.capacity, bucket.refill, bucket.period_seconds * 1_000_000))
-        if tier.global_bucket is not None:
-            bucket = tier.global_bucket
-            specs.append((bucket.capacity, bucket.refill, bucket.period_seconds * 1_000_000))
-        self.specs = BucketSpecs(specs)
-        # Cluster: all keys of one decision must share a hash tag. A single-bucket tier tags by
-        # identity (spreads over slots); a multi-bucket tier tags by category (one slot).
-        self.multi = len(specs) > 1
+        self.shadow = tier.shadow
         self.limit = str(tier.capacity).encode()
         # IETF draft: quota q per window w seconds, i.e. the sustained rate (refill per period).
         self.policy = f'"{category}";q={tier.refill};w={tier.period_seconds}'.encode()
         self.name = f'"{category}"'.encode()
-
-    def request(self, identity: str, ip: str) -> DecisionRequest:
-        category = self.category
-        if not self.multi:
-            return DecisionRequest(keys=(f"rl:{{{category}:{identity}}}",), specs=self.specs)
-        keys = [f"rl:{{{category}}}:{identity}"]
-        if self.tier.per_ip is not None:
-            # Never the identity key (anonymous identities are "ip:..."): one decision must not
-            # name a key twice.
-            keys.append(f"rl:{{{category}}}:per-ip:{ip}")
-        if self.tier.global_bucket is not None:
-            keys.append(f"rl:{{{category}}}:global")
-        return DecisionRequest(keys=tuple(keys), specs=self.specs)
 
 
 class RateLimitMiddleware:
@@ -106,17 +59,12 @@ class RateLimitMiddleware:
             method_categories=settings.rate_limit_method_categories,
             exempt_paths=settings.rate_limit_exempt_paths,
         )
-        self._plans = {name: _TierPlan(name, tier) for name, tier in self._rules.tiers.items()}
+        self._tiers = {name: _TierHeaders(name, tier) for name, tier in self._rules.tiers.items()}
         self._client_ip = ClientIP(settings.trusted_proxy_count, settings.trusted_proxy_cidrs)
-        self._share = settings.rate_limit_expected_processes
         self._given_redis = redis
-        self._redis_buckets: RedisBuckets | None = None
-        self._local = LocalBuckets(settings.rate_limit_local_max_keys)
-        self._denials = DenialCache(settings.rate_limit_local_max_keys)
+        self._limiter: RateLimiter | None = None
         self._jwt_key: str | None = None
         self._tokens: dict[bytes, tuple[str, float]] = {}
-        self._in_fallback = False
-        self._counters: dict[tuple[str, str, str], Callable[[], None]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self._enabled:
@@ -126,7 +74,7 @@ class RateLimitMiddleware:
         if category is None:
             await self.app(scope, receive, send)
             return
-        plan = self._plans[category]
+        tier = self._tiers[category]
         authorization: bytes | None = None
         forwarded: list[bytes] = []
         for name, value in scope["headers"]:
@@ -140,51 +88,16 @@ class RateLimitMiddleware:
             b",".join(forwarded).decode("latin-1") if forwarded else None,
         )
         user = self._verified_user(authorization) if authorization else None
-        request = plan.request(user or f"ip:{ip}", ip)
-        decision, source = await self._decide(scope, request)
-
-        if decision.allowed:
-            self._count(category, "allowed", source)
-        elif plan.tier.shadow:
-            self._count(category, "shadow_limited", source)
-        else:
-            self._count(category, "limited", source)
-            await self._refuse(plan, decision)(scope, receive, send)
-            return
-        await self.app(scope, receive, self._with_headers(send, plan, decision))
-
-    async def _decide(self, scope: Scope, request: DecisionRequest) -> tuple[Decision, str]:
         redis = self._given_redis or resources_of(scope["app"]).redis
-        if redis.client is None:
-            return self._local.decide(request, 1, now_us()), "local"
-        now = now_us()
-        cached = self._denials.check(request.cache_key, now)
-        if cached is not None:
-            return cached, "denial_cache"
-        if redis.available:
-            buckets = self._redis_buckets
-            if buckets is None or buckets.service is not redis:
-                buckets = RedisBuckets(
-                    redis,
-                    batch_max=self._settings.rate_limit_batch_max,
-                    # Leave part of the pool to the cache and breakers sharing the client.
-                    max_in_flight=max(1, self._settings.redis_pool_size // 2),
-                )
-                self._redis_buckets = buckets
-            decision = await buckets.decide(request)
-            if decision is not None:
-                if self._in_fallback:
-                    self._in_fallback = False
-                    logger.warning("Rate limiter back on Redis (shared limits)")
-                if not decision.allowed:
-                    self._denials.remember(request.cache_key, now_us(), decision)
-                return decision, "redis"
-        if not self._in_fallback:
-            self._in_fallback = True
-            logger.warning(
-                "Rate limiter on in-process buckets: 1/%d of each limit per process", self._share
-            )
-        return self._local.decide(request, self._share, now_us()), "fallback"
+        limiter = self._limiter
+        if limiter is None or limiter.redis is not redis:
+            # One engine per RedisService: the app's lifespan opens a new one at each start.
+            limiter = self._limiter = RateLimiter(self._settings, redis)
+        decision = await limiter.decide(category, user or f"ip:{ip}", ip)
+        if decision.allowed or tier.shadow:
+            await self.app(scope, receive, self._with_headers(send, tier, decision))
+        else:
+            await self._refuse(tier, decision)(scope, receive, send)
 
     def _verified_user(self, authorization: bytes) -> str | None:
         """The identity of a valid Bearer token's user; None for anything else (keyed by IP)."""
@@ -206,15 +119,8 @@ class RateLimitMiddleware:
         self._tokens[token] = (identity, claims.expires_at.timestamp())
         return identity
 
-    def _count(self, category: str, outcome: str, source: str) -> None:
-        key = (category, outcome, source)
-        increment = self._counters.get(key)
-        if increment is None:
-            increment = self._counters[key] = RATE_LIMIT_DECISIONS.labels(*key).inc
-        increment()
-
     @staticmethod
-    def _headers(plan: _TierPlan, decision: Decision) -> list[tuple[bytes, bytes]]:
+    def _headers(tier: _TierHeaders, decision: Decision) -> list[tuple[bytes, bytes]]:
         remaining = str(max(0, decision.remaining)).encode()
         # Seconds until the bucket is full again; on a refusal, until the next token exists.
         if decision.allowed:
@@ -222,14 +128,14 @@ class RateLimitMiddleware:
         else:
             reset = str(max(1, ceil_seconds(decision.retry_after_us))).encode()
         return [
-            (b"x-ratelimit-limit", plan.limit),
+            (b"x-ratelimit-limit", tier.limit),
             (b"x-ratelimit-remaining", remaining),
             (b"x-ratelimit-reset", reset),
-            (b"ratelimit-policy", plan.policy),
-            (b"ratelimit", plan.name + b";r=" + remaining + b";t=" + reset),
+            (b"ratelimit-policy", tier.policy),
+            (b"ratelimit", tier.name + b";r=" + remaining + b";t=" + reset),
         ]
 
-    def _refuse(self, plan: _TierPlan, decision: Decision) -> Response:
+    def _refuse(self, tier: _TierHeaders, decision: Decision) -> Response:
         retry_after = max(1, ceil_seconds(decision.retry_after_us))
         response = error_response(
             429,
@@ -237,13 +143,13 @@ class RateLimitMiddleware:
             f"Too many requests. Retry in {retry_after} seconds.",
             headers={"Retry-After": str(retry_after)},
             retry_after=retry_after,
-            category=plan.category,
+            category=tier.category,
         )
-        response.raw_headers.extend(self._headers(plan, decision))
+        response.raw_headers.extend(self._headers(tier, decision))
         return response
 
-    def _with_headers(self, send: Send, plan: _TierPlan, decision: Decision) -> Send:
-        headers = self._headers(plan, decision)
+    def _with_headers(self, send: Send, tier: _TierHeaders, decision: Decision) -> Send:
+        headers = self._headers(tier, decision)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

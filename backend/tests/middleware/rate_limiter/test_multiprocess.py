@@ -15,7 +15,7 @@ import redis
 import redis.cluster
 
 from app.config.rate_limits import RateLimitTier
-from tests.rate_limit.helpers import server_env
+from tests.middleware.rate_limiter.helpers import server_env
 from tests.support.redis_topologies import RedisClusterNodes, RedisSentinelSetup
 from tests.support.uvicorn_processes import UvicornProcesses
 
@@ -43,7 +43,7 @@ async def run_exactness(
     env: dict[str, str], store: redis.Redis | redis.cluster.RedisCluster
 ) -> None:
     servers = UvicornProcesses(
-        "tests.rate_limit.limiter_app:create_limiter_app",
+        "tests.middleware.rate_limiter.limiter_app:create_limiter_app",
         PROCESSES,
         {**env, "RATE_LIMIT_EXPECTED_PROCESSES": "1"},
         factory=True,

@@ -8,6 +8,7 @@ import redis
 from app.config.rate_limits import DEFAULT_TIERS, RateLimitTier
 from app.main import create_app
 from tests.conftest import make_settings
+from tests.middleware.rate_limiter.helpers import REDIS_TIMEOUTS
 
 
 async def test_real_app_limits_api_jobs_through_redis(
@@ -20,6 +21,7 @@ async def test_real_app_limits_api_jobs_through_redis(
         redis_url=redis_url,
         rate_limit_enabled=True,
         rate_limit_tiers=tiers,
+        **REDIS_TIMEOUTS,
     )
     app = create_app(settings)
     async with app.router.lifespan_context(app):

@@ -1,6 +1,7 @@
 """The rate limiter in one process against a real private Redis."""
 
 import asyncio
+import itertools
 import random
 import time
 from pathlib import Path
@@ -12,8 +13,9 @@ import redis
 from prometheus_client import REGISTRY
 
 from app.config.rate_limits import BucketLimit, RateLimitTier
-from tests.rate_limit.helpers import limiter_settings, make_token, running_app
+from tests.middleware.rate_limiter.helpers import limiter_settings, make_token, running_app
 from tests.support.redis_server import RedisServer
+from tests.support.wait import wait_until
 
 HOUR = 3600
 
@@ -83,42 +85,70 @@ async def test_exempt_paths_are_neither_limited_nor_counted(redis_url: str, tmp_
 
 
 async def test_tokens_return_at_the_configured_rate(redis_url: str, tmp_path: Path) -> None:
-    tier = RateLimitTier(capacity=2, refill=1, period_seconds=1)
+    # One token a minute: no scheduling delay can refill one during the test. A period passing is
+    # played by moving the bucket's last update one period back, on Redis's own clock (before any
+    # refusal, which the process would remember until the retry time).
+    tier = RateLimitTier(capacity=2, refill=1, period_seconds=60)
+    key = "rl:{read:ip:198.51.100.7}"
     settings = limiter_settings(tmp_path, redis_url=redis_url, tiers={"read": tier})
+    store = redis.Redis.from_url(redis_url)
     async with running_app(settings) as (_, client):
-        assert statuses([await client.get("/api/jobs") for _ in range(3)]) == [200, 200, 429]
-        deadline = time.monotonic() + 10
-        while (response := await client.get("/api/jobs")).status_code == 429:
-            assert response.headers["Retry-After"] == "1"
-            assert time.monotonic() < deadline, "no token came back"
-            await asyncio.sleep(0.05)
+        emptied = [await client.get("/api/jobs") for _ in range(2)]
+        assert statuses(emptied) == [200, 200]
+        assert emptied[1].headers["X-RateLimit-Remaining"] == "0"
+        updated_at = int(store.hget(key, "t") or 0)
+        store.hset(key, "t", updated_at - tier.period_seconds * 10**6)
+        response = await client.get("/api/jobs")
         # One token came back, not the whole bucket.
+        assert response.status_code == 200
         assert response.headers["X-RateLimit-Remaining"] == "0"
         assert (await client.get("/api/jobs")).status_code == 429
+    store.close()
+
+
+def ceil_div(numerator: int, denominator: int) -> int:
+    return -(-numerator // denominator)
 
 
 async def test_fractional_tokens_are_exact_in_redis(redis_url: str, tmp_path: Path) -> None:
-    # 3 tokens every 7 s. Put the bucket at 0 tokens as of 3.5 s ago (by Redis's clock):
-    # exactly 1.5 tokens have accrued, so one request passes and leaves half a token.
-    tier = RateLimitTier(capacity=5, refill=3, period_seconds=7)
+    # 3 tokens every 7 minutes: 140 s a token, in the script's units 420e6 (the period in us),
+    # refilled at 3 units per us. The bucket was emptied 210 s (1.5 tokens) ago by Redis's clock:
+    # one request passes and leaves half a token, plus what accrued since. A scheduling delay
+    # would have to reach 70 s to change an admission, so only Retry-After depends on time, and
+    # it is derived from the times Redis measured.
+    tier = RateLimitTier(capacity=5, refill=3, period_seconds=7 * 60)
+    unit = 7 * 60 * 10**6
+    key = "rl:{read:ip:198.51.100.7}"
     settings = limiter_settings(tmp_path, redis_url=redis_url, tiers={"read": tier})
     store = redis.Redis.from_url(redis_url)
     async with running_app(settings) as (_, client):
         seconds, micros = store.time()
-        three_and_a_half_seconds_ago = seconds * 10**6 + micros - 3_500_000
-        store.hset("rl:{read:ip:198.51.100.7}", mapping={"l": 0, "t": three_and_a_half_seconds_ago})
+        emptied_at = seconds * 10**6 + micros - 210 * 10**6
+        store.hset(key, mapping={"l": 0, "t": emptied_at})
         first = await client.get("/api/jobs")
         second = await client.get("/api/jobs")
+        seconds, micros = store.time()
+        refused_by = seconds * 10**6 + micros
+    level, admitted_at = (int(value or -1) for value in store.hmget(key, "l", "t"))
     store.close()
     assert first.status_code == 200
     assert first.headers["X-RateLimit-Remaining"] == "0"
+    # Every microsecond since the bucket emptied counted, and nothing was rounded to a token.
+    assert level == (admitted_at - emptied_at) * 3 - unit
+    assert unit // 2 <= level < unit
     assert second.status_code == 429
-    # Half a token is missing: 7/6 s, rounded up.
-    assert second.headers["Retry-After"] == "2"
+
+    def retry_after(now: int) -> int:
+        """Seconds until the missing part of a token has refilled, rounded up, as of `now`."""
+        missing = unit - level - (now - admitted_at) * 3
+        return ceil_div(ceil_div(missing, 3), 10**6)
+
+    # Half a token (70 s) less the time since the admission; the refusal came between the two.
+    assert retry_after(refused_by) <= int(second.headers["Retry-After"]) <= retry_after(admitted_at)
 
 
 async def test_key_lives_exactly_until_the_bucket_is_full(redis_url: str, tmp_path: Path) -> None:
-    tier = RateLimitTier(capacity=10, refill=10, period_seconds=60)  # 6 s per token
+    tier = RateLimitTier(capacity=10, refill=10, period_seconds=600)  # 60 s per token
     settings = limiter_settings(tmp_path, redis_url=redis_url, tiers={"read": tier})
     async with running_app(settings) as (_, client):
         await client.get("/api/jobs")
@@ -126,7 +156,7 @@ async def test_key_lives_exactly_until_the_bucket_is_full(redis_url: str, tmp_pa
     store = redis.Redis.from_url(redis_url)
     ttl = store.pttl("rl:{read:ip:198.51.100.7}")
     store.close()
-    assert 6_000 < ttl <= 12_001  # two tokens short: 12 s, not a fixed hour
+    assert 60_000 < ttl <= 120_001  # two tokens short: 120 s, not a fixed hour
 
 
 async def test_verified_users_have_their_own_buckets(redis_url: str, tmp_path: Path) -> None:
@@ -367,14 +397,19 @@ async def test_redis_stopped_mid_run_then_restarted(tmp_path: Path) -> None:
             assert decisions("read", "allowed", "fallback") - fallback_before == 10
 
             server.start()
-            deadline = time.monotonic() + 15
-            probe = 100
             redis_before = decisions("read", "allowed", "redis")
-            while decisions("read", "allowed", "redis") == redis_before:
-                assert time.monotonic() < deadline, "the limiter did not return to Redis"
-                probe += 1
-                await client.get("/api/jobs", headers=client_ip(probe))
-                await asyncio.sleep(0.05)
+            probes = itertools.count(101)
+
+            async def back_on_redis() -> bool:
+                await client.get("/api/jobs", headers=client_ip(next(probes)))
+                return decisions("read", "allowed", "redis") > redis_before
+
+            await wait_until(
+                back_on_redis,
+                within=settings.redis_backoff_max_seconds,
+                what="the limiter to return to Redis",
+                interval=0.05,
+            )
             # Shared limits resume: a new client gets the full tier from Redis, then 429.
             resumed = [
                 (await client.get("/api/jobs", headers=client_ip(4))).status_code for _ in range(12)

@@ -1,6 +1,7 @@
 """The in-process token bucket (no Redis, or Redis down): exact refill, shares, all-or-nothing."""
 
-from app.services.ratelimit.buckets import BucketSpecs, DecisionRequest, LocalBuckets
+from app.services.ratelimit.buckets import BucketSpecs, DecisionRequest
+from app.services.ratelimit.local_buckets import LocalBuckets
 
 SECOND = 1_000_000
 

@@ -13,10 +13,18 @@ from starlette.applications import Starlette
 
 from app.config import Settings
 from app.config.rate_limits import DEFAULT_TIERS, RateLimitTier
-from tests.rate_limit.limiter_app import build_limiter_app
+from tests.middleware.rate_limiter.limiter_app import build_limiter_app
+from tests.support.wait import LOADED_MACHINE_MARGIN
 
-BACKEND_DIR = Path(__file__).resolve().parents[2]
 JWT_SECRET = "rate-limit-tests-" + "k" * 40
+
+# Exact counts need every decision to reach Redis: with the default 0.25 s timeouts, one stall of
+# a loaded 2-core machine sends a request to the in-process fallback. The outage tests stop the
+# server, which fails calls at once whatever these are.
+REDIS_TIMEOUTS: dict[str, float] = {
+    "redis_socket_timeout_seconds": LOADED_MACHINE_MARGIN,
+    "redis_connect_timeout_seconds": LOADED_MACHINE_MARGIN,
+}
 
 
 def limiter_settings(tmp_path: Path, **overrides: Any) -> Settings:
@@ -29,6 +37,7 @@ def limiter_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "rate_limit_tiers": tiers,
         "redis_backoff_seconds": 0.1,
         "redis_backoff_max_seconds": 0.2,
+        **REDIS_TIMEOUTS,
     }
     values.update(overrides)
     return Settings(**values)
@@ -60,11 +69,12 @@ async def running_app(settings: Settings) -> AsyncIterator[tuple[Starlette, http
 def server_env(
     tmp_path: Path, redis_url: str, tiers: Mapping[str, RateLimitTier], **extra: str
 ) -> dict[str, str]:
-    """Environment for UvicornServers."""
+    """Environment for UvicornProcesses running the limiter test app."""
     return {
         "JWT_SECRET": JWT_SECRET,
         "DATA_DIR": str(tmp_path),
         "REDIS_URL": redis_url,
+        **{name.upper(): str(value) for name, value in REDIS_TIMEOUTS.items()},
         "RATE_LIMIT_TIERS": json.dumps(
             {
                 **{k: v.model_dump() for k, v in DEFAULT_TIERS.items()},

@@ -1,7 +1,8 @@
 """A tiny app behind the real rate limiter and RedisService, for in-process and uvicorn tests.
 
-Run by uvicorn as `tests.rate_limit.limiter_app:create_limiter_app` (factory), configured by the
-environment like the real app. Its routes do nothing, so tests measure only the limiter.
+Run by uvicorn as `tests.middleware.rate_limiter.limiter_app:create_limiter_app` (factory),
+configured by the environment like the real app. Its routes do nothing, so tests measure only the
+limiter.
 """
 
 from collections.abc import AsyncIterator
