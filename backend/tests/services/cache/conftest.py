@@ -8,19 +8,7 @@ import pytest
 from app.config import Settings
 from app.services.cache import Cache
 from app.services.redis import RedisService
-from tests.conftest import make_settings
-
-
-def cache_settings(tmp_path: Path, redis_url: str | None, **overrides: object) -> Settings:
-    """Test settings with the cache on and a short Redis back-off (fault tests wait for it)."""
-    values: dict[str, object] = {
-        "cache_enabled": True,
-        "redis_url": redis_url,
-        "redis_backoff_seconds": 0.2,
-        "redis_backoff_max_seconds": 0.4,
-    }
-    values.update(overrides)
-    return make_settings(tmp_path, **values)
+from tests.services.cache.helpers import cache_settings
 
 
 @pytest.fixture
@@ -31,6 +19,7 @@ def settings(tmp_path: Path, database_url: str, redis_url: str) -> Settings:
 
 @pytest.fixture
 async def redis_service(tmp_path: Path, redis_url: str) -> AsyncIterator[RedisService]:
+    """A started RedisService on the worker's Redis, with the cache tests' settings."""
     service = RedisService(cache_settings(tmp_path, redis_url), client_name="cache-test")
     await service.start()
     yield service
@@ -39,4 +28,5 @@ async def redis_service(tmp_path: Path, redis_url: str) -> AsyncIterator[RedisSe
 
 @pytest.fixture
 def cache(tmp_path: Path, redis_url: str, redis_service: RedisService) -> Cache:
+    """A Cache over `redis_service`."""
     return Cache(cache_settings(tmp_path, redis_url), redis_service)

@@ -3,7 +3,6 @@
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import cast
 
 import pytest
 import redis.asyncio
@@ -12,8 +11,9 @@ from pydantic import BaseModel
 
 from app.services.cache import Cache, Namespace, cached, make_key
 from app.services.redis import RedisService
-from tests.cache.conftest import cache_settings
+from tests.services.cache.helpers import PATIENT_LOCK_TTL_SECONDS, cache_settings, end_freshness
 from tests.support.redis_server import RedisServer
+from tests.support.wait import LOADED_MACHINE_MARGIN, wait_until
 
 PLAIN = Namespace("test_plain")
 TAGGED = Namespace("test_tagged", tags=("test_tag",))
@@ -177,11 +177,13 @@ async def test_failed_computation_releases_the_lock_and_caches_nothing(cache: Ca
 async def test_stale_entry_served_while_one_caller_refreshes(
     tmp_path: Path, redis_url: str
 ) -> None:
+    # The entry is made stale on purpose (`end_freshness`), and the refreshed entry stays fresh
+    # far longer than the test runs, however slow the machine.
     settings = cache_settings(
         tmp_path,
         redis_url,
-        cache_ttl_seconds={"default": 0.3},
-        cache_stale_ratio=100,
+        cache_ttl_seconds={"default": 60},
+        cache_stale_ratio=1,
         cache_ttl_jitter=0,
     )
     services = [RedisService(settings), RedisService(settings)]
@@ -192,14 +194,7 @@ async def test_stale_entry_served_while_one_caller_refreshes(
     assert await first.get_or_compute(FLEETING, "swr", calls) == {"call": 1}
 
     client = redis.asyncio.Redis.from_url(redis_url)
-    entry_key = first.entry_key(FLEETING, "swr")
-    fresh_until = int(cast(bytes, await client.get(entry_key)).split(b"|")[1])
-    async with asyncio.timeout(5):
-        while True:  # wait until Redis's clock passes the entry's fresh TTL
-            seconds, micros = await client.time()
-            if seconds * 1000 + micros // 1000 > fresh_until:
-                break
-            await asyncio.sleep(0.02)
+    await end_freshness(client, first.entry_key(FLEETING, "swr"))
 
     results = await asyncio.gather(
         *(instance.get_or_compute(FLEETING, "swr", calls) for instance in [first, second] * 10)
@@ -267,22 +262,36 @@ async def test_redis_stopped_means_bypass_not_errors(
 
 
 async def test_invalidation_that_failed_is_sent_before_the_next_read(
-    cache: Cache, redis_url: str, redis_service: RedisService
+    tmp_path: Path, redis_url: str
 ) -> None:
+    # A short read timeout, as in production, so the paused Redis makes the bump time out.
+    settings = cache_settings(tmp_path, redis_url, redis_socket_timeout_seconds=0.25)
+    redis_service = RedisService(settings)
+    await redis_service.start()
+    cache = Cache(settings, redis_service)
     calls = Calls()
     await cache.get_or_compute(TAGGED, "pending", calls)
     admin = redis.asyncio.Redis.from_url(redis_url)
-    await admin.client_pause(700, all=True)  # the bump times out
+    # Scripts wait while writes are paused (CLIENT UNPAUSE still runs); the pause outlasts the
+    # timeout however late the bump is sent, and ends when the test says so.
+    pause_ms = int((settings.redis_socket_timeout_seconds + LOADED_MACHINE_MARGIN) * 1000)
+    await admin.client_pause(pause_ms, all=False)
     await cache.invalidate("test_tag")
     assert not redis_service.available
-    async with asyncio.timeout(10):
-        while True:
-            if redis_service.available:
-                break
-            await asyncio.sleep(0.05)
+    await admin.client_unpause()
+
+    async def available() -> bool:
+        return redis_service.available
+
+    await wait_until(
+        available,
+        within=settings.redis_backoff_max_seconds,
+        what="the end of the Redis back-off",
+    )
     # The pending bump goes first, so this process never reads the entry it invalidated.
     assert await cache.get_or_compute(TAGGED, "pending", calls) == {"call": 2}
     await admin.aclose()
+    await redis_service.close()
 
 
 async def test_metrics_count_hits_misses_recomputes_and_invalidations(cache: Cache) -> None:
@@ -342,7 +351,8 @@ async def test_followers_take_over_when_the_leader_is_cancelled(cache: Cache) ->
     ]
     await asyncio.sleep(0)  # the followers join the leader's flight
     leader.cancel()
-    async with asyncio.timeout(10):  # the leader released its lock: no wait for its TTL
+    # The leader released its lock, so the followers do not wait for its TTL to run out.
+    async with asyncio.timeout(PATIENT_LOCK_TTL_SECONDS / 2):
         results = await asyncio.gather(*followers)
     assert results == ["follower's"] * 5
     with pytest.raises(asyncio.CancelledError):
