@@ -32,19 +32,15 @@ def resources_of(app: Any) -> Resources:
 
 
 def drain_of(app: Any) -> DrainState | None:
-    """The web app's shutdown drain state (None in apps without one)."""
-    drain: DrainState | None = getattr(app.state, "drain", None)
-    return drain
+    """The web app's shutdown drain state (None for apps without one, e.g. the worker app)."""
+    drain = getattr(getattr(app, "state", None), "drain", None)
+    return drain if isinstance(drain, DrainState) else None
 
 
 def get_app_settings(request: Request) -> Settings:
     """The settings the app was created with."""
     settings: Settings = request.app.state.settings
     return settings
-
-
-def get_resources(request: Request) -> Resources:
-    return resources_of(request.app)
 
 
 def get_database(request: Request) -> Database:
@@ -93,7 +89,6 @@ async def get_read_connection(request: Request) -> AsyncIterator[AsyncConnection
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
-ResourcesDep = Annotated[Resources, Depends(get_resources)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 CacheDep = Annotated[Cache, Depends(get_cache)]
 StorageDep = Annotated[Storage, Depends(get_storage)]

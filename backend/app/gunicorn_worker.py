@@ -68,6 +68,8 @@ class _DrainingServer(Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # config.app is the app object gunicorn loaded (create_app puts its DrainState there).
+        # Read directly, not through app.deps: this module is imported by gunicorn's master,
+        # which must not load the app (a HUP would then fork workers with the old code).
         drain = getattr(getattr(self.config.app, "state", None), "drain", None)
         if isinstance(drain, DrainState):
             drain.start()

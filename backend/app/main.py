@@ -17,6 +17,7 @@ from app.routers import (
     admin,
     assessments,
     auth,
+    breakers,
     health,
     jobs,
     metrics,
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         assessments.router,
         notifications.router,
         admin.router,
+        breakers.router,
     ):
         app.include_router(router)
     return app

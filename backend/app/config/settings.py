@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.config.breakers import DEFAULT_BREAKER_OVERRIDES, BreakerName, BreakerOverride
 from app.config.rate_limits import (
     DEFAULT_EXACT_PATHS,
     DEFAULT_EXEMPT_PATHS,
@@ -117,8 +118,17 @@ class Settings(BaseSettings):
     rate_limit_local_max_keys: int = Field(100_000, ge=100)
     # Decisions made in the same event-loop turn share one EVALSHA (not on Cluster).
     rate_limit_batch_max: int = Field(64, ge=1)
+    # Circuit breakers (app/config/breakers.py): these two are every breaker's failures before
+    # opening and seconds open before a probe. CIRCUIT_BREAKERS (JSON) overrides them per breaker
+    # (gemini, pinecone, cloudinary, s3) with failure_threshold, recovery_timeout,
+    # success_threshold (probes that close it, default 2) and half_open_max_calls (default 1),
+    # e.g. CIRCUIT_BREAKERS='{"gemini": {"failure_threshold": 3, "recovery_timeout": 10}}'.
+    # Its default gives Gemini 60 s to recover; a value replaces the whole default.
     circuit_breaker_failure_threshold: int = Field(5, ge=1)
     circuit_breaker_recovery_timeout: float = Field(30.0, gt=0)
+    circuit_breakers: dict[BreakerName, BreakerOverride] = Field(
+        default_factory=lambda: dict(DEFAULT_BREAKER_OVERRIDES)
+    )
 
     # External services (app/services/ai.py, vector_search.py, storage.py). "local" is the
     # deterministic in-process implementation; the others are real clients behind breakers.

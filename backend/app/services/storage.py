@@ -75,7 +75,7 @@ class S3Storage:
     """An S3-compatible bucket (AWS S3, Supabase Storage's S3 endpoint, MinIO) via aioboto3.
 
     One client per process, opened on first use and closed by :meth:`close`; every call goes
-    through the ``supabase_storage`` breaker within S3_TIMEOUT_SECONDS.
+    through the ``s3`` breaker within S3_TIMEOUT_SECONDS.
     """
 
     def __init__(self, settings: Settings, breaker: CircuitBreaker) -> None:
@@ -226,7 +226,7 @@ def create_storage(
     Cloudinary needs ``client``, the process's shared httpx client.
     """
     if settings.storage_backend == "s3":
-        return S3Storage(settings, breakers.get("supabase_storage"))
+        return S3Storage(settings, breakers.get("s3"))
     if settings.storage_backend == "cloudinary":
         if client is None:
             raise ValueError("STORAGE_BACKEND=cloudinary needs the process's httpx client")

@@ -1,4 +1,4 @@
-"""S3Storage (aioboto3) against a moto S3 server process, behind the supabase_storage breaker."""
+"""S3Storage (aioboto3) against a moto S3 server process, behind the s3 breaker."""
 
 from collections.abc import AsyncIterator, Iterator
 
@@ -79,12 +79,12 @@ async def test_bad_keys_never_reach_s3(storage: S3Storage) -> None:
 async def test_missing_bucket_is_a_client_error_not_an_outage(moto: MotoServer) -> None:
     settings = s3_settings(moto.url, bucket="no-such-bucket")
     breakers = create_breakers(settings, None)
-    store = S3Storage(settings, breakers["supabase_storage"])
+    store = S3Storage(settings, breakers["s3"])
     try:
         for _ in range(10):
             with pytest.raises(UpstreamRejected):
                 await store.put("a.txt", b"x", "text/plain")
-        assert await breakers["supabase_storage"].refresh() is State.CLOSED
+        assert await breakers["s3"].refresh() is State.CLOSED
     finally:
         await store.close()
         await breakers.close()
@@ -95,7 +95,7 @@ async def test_s3_outage_opens_the_storage_breaker() -> None:
     server.start()
     settings = s3_settings(server.url)
     breakers = create_breakers(settings, None)
-    store = S3Storage(settings, breakers["supabase_storage"])
+    store = S3Storage(settings, breakers["s3"])
     try:
         boto3.client(
             "s3", endpoint_url=server.url, region_name="us-east-1", **CREDENTIALS
@@ -109,7 +109,7 @@ async def test_s3_outage_opens_the_storage_breaker() -> None:
                     await store.get("a.txt")
                 except UpstreamUnavailable:
                     continue
-        assert error.value.name == "supabase_storage"
+        assert error.value.name == "s3"
     finally:
         server.stop()
         await store.close()

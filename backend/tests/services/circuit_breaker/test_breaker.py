@@ -1,7 +1,6 @@
 """Breaker policy in one process: real Redis, the fake upstream process, real HTTP calls."""
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -21,6 +20,7 @@ from app.services.circuit_breaker import (
 from app.services.http_client import UpstreamRejected, UpstreamUnavailable, call_upstream
 from app.services.redis import RedisService
 from tests.support.fake_upstream import FakeUpstream
+from tests.support.wait import wait_until
 
 Make = Callable[..., CircuitBreaker]
 
@@ -76,21 +76,13 @@ async def outcome(call: Callable[[], Awaitable[httpx.Response]]) -> str:
     return "ok"
 
 
-async def eventually(predicate: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
-    """Poll ``predicate`` until it holds; fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met before the deadline")
-
-
 async def wait_state(breaker: CircuitBreaker, state: State) -> None:
+    """Refresh until the shared state is ``state`` (one published decision away)."""
+
     async def reached() -> bool:
         return await breaker.refresh() is state
 
-    await eventually(reached)
+    await wait_until(reached, within=breaker.config.sync_interval, what=f"{breaker.name} {state}")
 
 
 async def test_4xx_storm_does_not_open(
@@ -199,7 +191,7 @@ async def test_cancelled_calls_are_not_failures(
     async def all_received() -> bool:
         return upstream.calls() == 10
 
-    await eventually(all_received)
+    await wait_until(all_received, within=1.0, what="every call to reach the upstream")
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -316,9 +308,29 @@ async def test_registry_has_the_plan_breakers(redis_service: RedisService) -> No
     registry = create_breakers(Settings(), redis_service)
     try:
         states = await registry.refresh()
-        assert set(states) == {"gemini", "pinecone", "cloudinary", "supabase_storage"}
+        assert set(states) == {"gemini", "pinecone", "cloudinary", "s3"}
         assert registry["gemini"].config.recovery_timeout == 60.0
         assert registry["pinecone"].config.failure_threshold == 5
         assert all(item["state"] == "closed" and item["shared"] for item in states.values())
     finally:
         await registry.close()
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["redis", "in-process"])
+async def test_retry_after_never_exceeds_the_open_period(make: Make, shared: bool) -> None:
+    breaker = make(**({} if shared else {"redis": None}), failure_threshold=1, recovery_timeout=30)
+
+    async def failing() -> None:
+        raise httpx.ConnectError("refused")
+
+    async def ok() -> str:
+        return "ok"
+
+    with pytest.raises(httpx.ConnectError):
+        await breaker.call(failing)
+    # Called before the opening decision is back: this call waits for it, then fails fast.
+    with pytest.raises(CircuitOpenError) as error:
+        await breaker.call(ok)
+
+    assert error.value.headers["Retry-After"] == "30"
+    assert error.value.retry_after <= 30

@@ -1,15 +1,15 @@
 """The breaker shared by OS processes through a real Redis, against a real upstream process."""
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import redis
 
-from tests.circuit_breaker.fleet import BREAKER, Fleet, total
+from tests.services.circuit_breaker.fleet import BREAKER, Fleet, total
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.redis_server import RedisServer
+from tests.support.wait import LOADED_MACHINE_MARGIN, wait_until_sync
 
 pytestmark = pytest.mark.slow
 
@@ -20,14 +20,8 @@ BASE: dict[str, Any] = {
     "sync_interval": 0.2,
 }
 STATE_KEY = f"cb:{{{BREAKER}}}:s"
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.05)
+# A published batch or a refresh: one Redis round trip, at most one sync interval away.
+PUBLISHED = 1.0
 
 
 def shared_state(redis_url: str) -> dict[str, str]:
@@ -47,10 +41,19 @@ def redis_now_ms(redis_url: str) -> int:
         client.close()
 
 
-def wait_recovered(fleet: Fleet, redis_url: str) -> None:
-    """The shared OPEN period is over, and every process's local copy of it too."""
-    wait_for(lambda: redis_now_ms(redis_url) >= int(shared_state(redis_url).get("until", "0")))
-    wait_for(lambda: fleet.all("retry_after") == [0] * len(fleet))
+def wait_recovered(fleet: Fleet, redis_url: str, open_seconds: float) -> None:
+    """The shared OPEN period (``open_seconds`` long) is over, and every process's local copy of
+    it too."""
+    wait_until_sync(
+        lambda: redis_now_ms(redis_url) >= int(shared_state(redis_url).get("until", "0")),
+        within=open_seconds,
+        what="the shared open period to end",
+    )
+    wait_until_sync(
+        lambda: fleet.all("retry_after") == [0] * len(fleet),
+        within=PUBLISHED,
+        what="every process to see the open period end",
+    )
 
 
 @pytest.fixture
@@ -70,7 +73,11 @@ def fleet_factory(redis_url: str, upstream: FakeUpstream) -> Iterator[Callable[.
 def open_breaker(fleet: Fleet, upstream: FakeUpstream, calls: int = 10) -> None:
     upstream.set_mode("503")
     fleet.all("burst", calls)
-    wait_for(lambda: fleet.all("view") == ["open"] * len(fleet))
+    wait_until_sync(
+        lambda: fleet.all("view") == ["open"] * len(fleet),
+        within=PUBLISHED,
+        what="every process to see the breaker open",
+    )
 
 
 def test_failure_storm_opens_once_and_upstream_sees_nothing_while_open(
@@ -84,7 +91,9 @@ def test_failure_storm_opens_once_and_upstream_sees_nothing_while_open(
     assert total(storm, "ok") == 0
     assert total(storm, "unavailable") + total(storm, "open") == 200
     # Every process learns OPEN from its own published batch, without any further call.
-    wait_for(lambda: fleet.all("view") == ["open"] * 4)
+    wait_until_sync(
+        lambda: fleet.all("view") == ["open"] * 4, within=PUBLISHED, what="OPEN everywhere"
+    )
     state = shared_state(redis_url)
     assert state["st"] == "open"
     assert state["gen"] == "1"  # one transition fleet-wide, however many processes failed at once
@@ -99,25 +108,40 @@ def test_failure_storm_opens_once_and_upstream_sees_nothing_while_open(
 def test_exactly_one_probe_after_recovery_and_success_closes_for_everyone(
     fleet_factory: Callable[..., Fleet], upstream: FakeUpstream, redis_url: str
 ) -> None:
-    fleet = fleet_factory(4, recovery_timeout=1.0, success_threshold=2, permit_ttl=20.0)
+    # Every process's burst must reach the breaker while the probe is in flight, however far
+    # apart a loaded machine schedules the processes: the probe outlasts the suite's margin for a
+    # stalled machine, and its permit outlasts the probe (an expired permit would count as failed).
+    probe_seconds = LOADED_MACHINE_MARGIN
+    recovery = 1.0
+    fleet = fleet_factory(
+        4,
+        recovery_timeout=recovery,
+        success_threshold=2,
+        permit_ttl=probe_seconds + LOADED_MACHINE_MARGIN,
+    )
     open_breaker(fleet, upstream)
     upstream.reset()
-    # The probe is slow, so every other process's calls overlap it.
-    upstream.set_mode("healthy", delay=1.0)
-    wait_recovered(fleet, redis_url)
+    upstream.set_mode("healthy", delay=probe_seconds)
+    wait_recovered(fleet, redis_url, recovery)
 
     outcomes = fleet.all("burst", 20)
 
     assert total(outcomes, "ok") == 1
     assert total(outcomes, "open") == 79
     assert upstream.calls() == 1
-    wait_for(lambda: shared_state(redis_url).get("hok") == "1")
+    wait_until_sync(
+        lambda: shared_state(redis_url).get("hok") == "1",
+        within=PUBLISHED,
+        what="the successful probe to be recorded",
+    )
     assert shared_state(redis_url)["st"] == "half_open"
 
     # Success threshold 2: a second successful probe closes the breaker for the whole fleet.
     upstream.set_mode("healthy")
     assert fleet.one(2, "seq", 1) == {"ok": 1}
-    wait_for(lambda: fleet.all("refresh") == ["closed"] * 4)
+    wait_until_sync(
+        lambda: fleet.all("refresh") == ["closed"] * 4, within=PUBLISHED, what="CLOSED everywhere"
+    )
     assert fleet.all("burst", 5) == [{"ok": 5}] * 4
     assert upstream.calls() == 22
 
@@ -125,22 +149,30 @@ def test_exactly_one_probe_after_recovery_and_success_closes_for_everyone(
 def test_failed_probe_reopens_with_backoff(
     fleet_factory: Callable[..., Fleet], upstream: FakeUpstream, redis_url: str
 ) -> None:
-    fleet = fleet_factory(4, recovery_timeout=1.0, backoff_multiplier=4.0)
+    # The second open period (recovery x backoff) outlasts a stalled machine, so every burst and
+    # check below lands inside it.
+    recovery, backoff = 1.0, 1 + 2 * LOADED_MACHINE_MARGIN
+    fleet = fleet_factory(4, recovery_timeout=recovery, backoff_multiplier=backoff)
     open_breaker(fleet, upstream)
     upstream.reset()
     upstream.set_mode("503")
-    wait_recovered(fleet, redis_url)
+    wait_recovered(fleet, redis_url, recovery)
 
     outcomes = fleet.all("burst", 20)
 
     assert upstream.calls() == 1
     assert total(outcomes, "unavailable") == 1
     assert total(outcomes, "open") == 79
-    wait_for(lambda: shared_state(redis_url).get("gen") == "3")  # open, half_open, open
+    wait_until_sync(
+        lambda: shared_state(redis_url).get("gen") == "3",  # open, half_open, open
+        within=PUBLISHED,
+        what="the failed probe to re-open the breaker",
+    )
     state = shared_state(redis_url)
     assert state["st"] == "open"
-    # The second open period is recovery x 4, not recovery again.
-    assert int(state["until"]) - redis_now_ms(redis_url) > 1500
+    # The second open period is recovery x backoff, not recovery again.
+    remaining_ms = int(state["until"]) - redis_now_ms(redis_url)
+    assert recovery * 1000 < remaining_ms <= recovery * backoff * 1000
     assert total(fleet.all("burst", 10), "open") == 40
     assert upstream.calls() == 1
 
@@ -148,25 +180,36 @@ def test_failed_probe_reopens_with_backoff(
 def test_hung_probe_does_not_hold_half_open_past_its_permit(
     fleet_factory: Callable[..., Fleet], upstream: FakeUpstream, redis_url: str
 ) -> None:
-    fleet = fleet_factory(2, recovery_timeout=0.5, permit_ttl=1.5)
+    recovery, permit_ttl = 0.5, 1.5
+    fleet = fleet_factory(2, recovery_timeout=recovery, permit_ttl=permit_ttl)
     open_breaker(fleet, upstream, calls=5)
     upstream.reset()
     upstream.set_mode("hang")
-    wait_recovered(fleet, redis_url)
+    wait_recovered(fleet, redis_url, recovery)
 
     fleet.one(0, "spawn")
-    wait_for(lambda: upstream.calls() == 1)
+    wait_until_sync(lambda: upstream.calls() == 1, within=PUBLISHED, what="the probe to arrive")
     assert fleet.one(0, "pending") == 1
     assert fleet.one(1, "refresh") == "half_open"
 
     # The probe never returns, yet once its permit expires the breaker re-opens...
-    wait_for(lambda: fleet.one(1, "refresh") == "open")
+    wait_until_sync(
+        lambda: fleet.one(1, "refresh") == "open",
+        within=permit_ttl,
+        what="the expired permit to re-open the breaker",
+    )
     assert fleet.one(0, "pending") == 1
-    # ...and after that open period another probe gets through and closes it.
+    # ...and after that open period (recovery x 2) another probe gets through and closes it.
     upstream.set_mode("healthy")
-    wait_for(lambda: fleet.one(1, "seq", 1) == {"ok": 1})  # first of two successful probes
-    wait_for(lambda: fleet.one(1, "seq", 1) == {"ok": 1})
-    wait_for(lambda: fleet.one(1, "refresh") == "closed")
+    for probe in ("first", "second"):
+        wait_until_sync(
+            lambda: fleet.one(1, "seq", 1) == {"ok": 1},
+            within=recovery * 2,
+            what=f"the {probe} successful probe",
+        )
+    wait_until_sync(
+        lambda: fleet.one(1, "refresh") == "closed", within=PUBLISHED, what="CLOSED again"
+    )
     assert fleet.one(0, "pending") == 1
 
 
