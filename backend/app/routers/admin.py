@@ -104,7 +104,7 @@ async def ai_generate(
     """Generate test questions on a topic; optionally save them as a new test."""
     model = f"{settings.ai_backend}:{settings.gemini_model}"
     generated = await assessments.generate_questions(
-        ai, cache, model, body.topic, body.count, body.difficulty
+        cache, ai, model, body.topic, body.count, body.difficulty
     )
     test_id = None
     if body.create_test:
