@@ -7,9 +7,10 @@ import jwt
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
-from app.models import User
+from app.models import EmailOutbox, User
 from app.security import create_password_reset_token
 from tests.support.factories import PASSWORD, auth, create_admin, register_candidate
+from tests.support.wait import wait_until
 
 
 async def test_register_returns_token_for_new_candidate(client: httpx.AsyncClient) -> None:
@@ -104,6 +105,30 @@ async def test_forgot_password_never_reveals_accounts(client: httpx.AsyncClient)
     unknown = await client.post("/api/auth/forgot-password", json={"email": "unknown@example.com"})
     assert known.status_code == unknown.status_code == 202
     assert known.json() == unknown.json()
+
+
+async def test_forgot_password_emails_a_working_link_to_the_account_only(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    await register_candidate(client, email="known@example.com")
+    for address in ("Known@Example.com", "unknown@example.com"):
+        response = await client.post("/api/auth/forgot-password", json={"email": address})
+        assert response.status_code == 202
+
+    async def outbox() -> list[EmailOutbox]:
+        async with app.state.resources.database.sessionmaker() as session:
+            return list(await session.scalars(select(EmailOutbox)))
+
+    # The local job queue sends the email in the background of this process.
+    [sent] = await wait_until(outbox, within=10, what="the reset email")
+    assert sent.recipient == "known@example.com" and sent.kind == "password_reset"
+    assert sent.body is not None
+    token = sent.body.split("?token=", 1)[1].split()[0]
+    changed = await client.post(
+        "/api/auth/reset-password", json={"token": token, "new_password": "BrandNew123!"}
+    )
+    assert changed.status_code == 200
+    assert len(await outbox()) == 1
 
 
 async def test_reset_password_works_once(client: httpx.AsyncClient, app: FastAPI) -> None:
