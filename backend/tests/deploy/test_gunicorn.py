@@ -11,11 +11,14 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from tests.support.gunicorn_server import GunicornServer, sample, wait_for
+from tests.support.gunicorn_server import GunicornServer, sample
+from tests.support.wait import wait_until_sync
 
 pytestmark = pytest.mark.slow
 
 OPS_APP = "tests.deploy.ops_app:app"
+# Every wait below is for requests of at most a few seconds, worker boots or signals.
+SECONDS = 30.0
 
 
 @pytest.fixture
@@ -112,7 +115,11 @@ def test_metrics_aggregate_all_workers_and_forget_dead_ones(gunicorn: GunicornSe
         )
     )
     blocker.start()
-    wait_for(lambda: "blocker" in gunicorn.started_request_ids(), what="the worker to block")
+    wait_until_sync(
+        lambda: "blocker" in gunicorn.started_request_ids(),
+        within=SECONDS,
+        what="the worker to block",
+    )
     # Live gauges add up across processes: the blocked request and this scrape.
     assert sample(gunicorn.metrics(), "hiringpro_http_requests_in_progress") == 2
     served = {httpx.get(f"{url}/ops-test/pid", timeout=10).json()["pid"] for _ in range(20)}
@@ -140,12 +147,14 @@ def test_metrics_aggregate_all_workers_and_forget_dead_ones(gunicorn: GunicornSe
     # A worker dies and is replaced: its live gauges go (child_exit), its counters stay.
     dead = blocked[0]
     os.kill(dead, signal.SIGTERM)
-    wait_for(
+    wait_until_sync(
         lambda: not list(gunicorn.metrics_dir.glob(f"gauge_livesum_{dead}.db")),
+        within=SECONDS,
         what="the dead worker's live gauges to be removed",
     )
-    wait_for(
+    wait_until_sync(
         lambda: sample(gunicorn.metrics(), "hiringpro_db_pool_size") == 40,
+        within=SECONDS,
         what="the replacement worker to report its pool",
     )
     text = gunicorn.metrics()
@@ -157,9 +166,10 @@ def test_sigterm_under_load_loses_no_in_flight_request(gunicorn: GunicornServer)
     load = Load(gunicorn.url, "/ops-test/slow?seconds=0.5")
     load.start()
     try:
-        wait_for(lambda: load.completed() >= 12, what="steady load")
-        wait_for(
+        wait_until_sync(lambda: load.completed() >= 12, within=SECONDS, what="steady load")
+        wait_until_sync(
             lambda: len(gunicorn.started_request_ids()) - load.completed() >= 3,
+            within=SECONDS,
             what="requests in flight",
         )
         gunicorn.signal(signal.SIGTERM)
@@ -189,18 +199,28 @@ def test_hup_rolling_restart_under_load_returns_no_errors(gunicorn: GunicornServ
         for _ in range(2):
             old_workers = booted_workers(gunicorn)
             before = load.completed()
-            wait_for(lambda: load.completed() >= before + 30, what="steady load")  # noqa: B023
+            wait_until_sync(
+                lambda: load.completed() >= before + 30,  # noqa: B023
+                within=SECONDS,
+                what="steady load",
+            )
             gunicorn.signal(signal.SIGHUP)
-            wait_for(
+            wait_until_sync(
                 lambda: len(booted_workers(gunicorn)) >= len(old_workers) + 2,  # noqa: B023
+                within=SECONDS,
                 what="new workers to boot",
             )
-            wait_for(
+            wait_until_sync(
                 lambda: all(process_gone(pid) for pid in old_workers),  # noqa: B023
+                within=SECONDS,
                 what="old workers to finish draining",
             )
         after_restarts = load.completed()
-        wait_for(lambda: load.completed() >= after_restarts + 30, what="load on new workers")
+        wait_until_sync(
+            lambda: load.completed() >= after_restarts + 30,
+            within=SECONDS,
+            what="load on new workers",
+        )
     finally:
         load.stop()
     errors = {rid: outcome for rid, outcome in load.outcomes.items() if outcome != 200}
@@ -237,7 +257,9 @@ def test_graceful_timeout_reaches_uvicorn(
             target=_request_ignoring_errors, args=(f"{server.url}/ops-test/slow?seconds=60",)
         )
         stuck.start()
-        wait_for(lambda: server.started_request_ids(), what="the long request to start")
+        wait_until_sync(
+            lambda: server.started_request_ids(), within=SECONDS, what="the long request to start"
+        )
         server.signal(signal.SIGTERM)
         server.wait(timeout=60)
         stuck.join(timeout=60)

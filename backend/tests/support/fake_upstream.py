@@ -21,7 +21,6 @@ import math
 import re
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.support.redis_server import free_port
+from tests.support.wait import wait_until_sync
 
 BACKEND_DIR = Path(__file__).resolve().parents[2]
 
@@ -209,7 +209,7 @@ class FakeUpstream:
         self._control = httpx.Client(base_url=self.url, timeout=5.0)
 
     def start(self, timeout: float = 20.0) -> None:
-        self.process = subprocess.Popen(
+        self.process = process = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
@@ -223,15 +223,16 @@ class FakeUpstream:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def answering() -> bool:
+            assert process.poll() is None, "the fake upstream exited"
             try:
                 self.calls()
-                return
             except httpx.TransportError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise
-                time.sleep(0.05)
+                return False
+            return True
+
+        wait_until_sync(answering, within=timeout, what="the fake upstream to answer")
 
     def set_mode(
         self, mode: str, *, delay: float = 0.0, retry_after: int | None = None, status: int = 400

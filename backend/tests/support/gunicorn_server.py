@@ -6,34 +6,18 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
 from tests.support.redis_server import free_port
+from tests.support.wait import wait_until_sync
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 GUNICORN = Path(sys.executable).parent / "gunicorn"
 TEST_JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
-
-T = TypeVar("T")
-
-
-def wait_for(
-    condition: Callable[[], T | None], timeout: float = 30.0, what: str = "condition"
-) -> T:
-    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 class GunicornServer:
@@ -102,11 +86,11 @@ class GunicornServer:
             stderr=log,
         )
         log.close()
-        wait_for(self._healthy, timeout, "gunicorn to answer /health")
-        wait_for(
+        wait_until_sync(self._healthy, within=timeout, what="gunicorn to answer /health")
+        wait_until_sync(
             lambda: self.messages().count("Application startup complete.") >= self.workers,
-            timeout,
-            "every worker to finish its lifespan startup",
+            within=timeout,
+            what="every worker to finish its lifespan startup",
         )
 
     def _healthy(self) -> bool:

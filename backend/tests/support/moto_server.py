@@ -2,11 +2,11 @@
 
 import subprocess
 import sys
-import time
 
 import httpx
 
 from tests.support.redis_server import free_port
+from tests.support.wait import wait_until_sync
 
 # moto accepts any credentials; boto needs some to sign requests.
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
@@ -26,16 +26,21 @@ class MotoServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + timeout
-        while True:
+        process = self.process
+
+        def answering() -> bool:
+            assert process.poll() is None, "moto exited"
             try:
                 httpx.get(f"{self.url}/moto-api/data.json", timeout=1.0).raise_for_status()
-                return
             except httpx.HTTPError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    self.stop()
-                    raise
-                time.sleep(0.1)
+                return False
+            return True
+
+        try:
+            wait_until_sync(answering, within=timeout, what="moto to answer")
+        except BaseException:
+            self.stop()
+            raise
 
     def reset(self) -> None:
         """Forget every bucket, queue and object."""

@@ -4,10 +4,11 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import redis
+
+from tests.support.wait import wait_until_sync
 
 
 def free_port() -> int:
@@ -54,17 +55,16 @@ class RedisServer:
         self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
         client = redis.Redis(port=self.port, socket_timeout=0.5)
+
+        def answering() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.ConnectionError:
+                return False
+
         try:
-            while True:
-                try:
-                    if client.ping():
-                        return
-                except redis.ConnectionError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.02)
+            wait_until_sync(answering, within=timeout, what="redis-server to answer", interval=0.02)
         finally:
             client.close()
 

@@ -8,12 +8,12 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import redis
 
 from tests.support.redis_server import RedisServer, free_port
+from tests.support.wait import wait_until_sync
 
 
 def _redis_binary(name: str) -> str:
@@ -70,14 +70,14 @@ class RedisClusterNodes:
         self._wait_state_ok(timeout)
 
     def _wait_state_ok(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
         for node in self.nodes:
             client = redis.Redis(port=node.port, socket_timeout=1.0)
             try:
-                while client.cluster("info").get("cluster_state") != "ok":
-                    if time.monotonic() > deadline:
-                        raise TimeoutError("Redis Cluster did not reach cluster_state:ok")
-                    time.sleep(0.05)
+                wait_until_sync(
+                    lambda: client.cluster("info").get("cluster_state") == "ok",  # noqa: B023
+                    within=timeout,
+                    what="Redis Cluster to reach cluster_state:ok",
+                )
             finally:
                 client.close()
 
@@ -125,21 +125,20 @@ class RedisSentinelSetup:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + timeout
         client = redis.Redis(port=self.sentinel_port, socket_timeout=0.5)
-        try:
-            while True:
-                try:
-                    address = client.execute_command(  # type: ignore[no-untyped-call]
+
+        def knows_the_master() -> bool:
+            try:
+                return bool(
+                    client.execute_command(  # type: ignore[no-untyped-call]
                         "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name
                     )
-                    if address:
-                        return
-                except redis.ConnectionError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError("Sentinel did not start")
-                time.sleep(0.05)
+                )
+            except redis.ConnectionError:
+                return False
+
+        try:
+            wait_until_sync(knows_the_master, within=timeout, what="Sentinel to start")
         finally:
             client.close()
 

@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections import Counter
 from collections.abc import Mapping
@@ -20,6 +19,7 @@ from aiohttp import web
 
 from tests.support.moto_server import CREDENTIALS
 from tests.support.redis_server import free_port
+from tests.support.wait import wait_until_sync
 
 BACKEND_DIR = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
@@ -170,18 +170,16 @@ def start_sqsd(
 
 def wait_http(url: str, process: ManagedProcess, timeout: float = 60.0) -> None:
     """Wait until ``url`` answers 200 (fails early if the process died)."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def answering() -> bool:
         if process.process.poll() is not None:
             raise RuntimeError(f"process exited:\n{process.log()[-3000:]}")
         try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
+            return httpx.get(url, timeout=1.0).status_code == 200
         except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{url} did not come up:\n{process.log()[-3000:]}")
-        time.sleep(0.1)
+            return False
+
+    wait_until_sync(answering, within=timeout, what=f"{url} to come up")
 
 
 class FaultyProxy:

@@ -3,13 +3,13 @@
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
 
 from tests.support.redis_server import free_port
+from tests.support.wait import wait_until_sync
 
 BACKEND_DIR = Path(__file__).resolve().parents[2]
 
@@ -67,19 +67,17 @@ class UvicornProcesses:
         return self
 
     def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
         for url, process in zip(self.urls, self.processes, strict=True):
-            while True:
+
+            def healthy(url: str = url, process: subprocess.Popen[bytes] = process) -> bool:
                 if process.poll() is not None:
                     raise RuntimeError(f"uvicorn on {url} exited with {process.returncode}")
                 try:
-                    if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                        break
+                    return httpx.get(f"{url}/health", timeout=1).status_code == 200
                 except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"uvicorn on {url} did not start")
-                time.sleep(0.1)
+                    return False
+
+            wait_until_sync(healthy, within=timeout, what=f"uvicorn on {url} to start")
 
     def stop(self) -> None:
         """Terminate every process (killed if it does not exit within 15 s)."""

@@ -11,6 +11,7 @@ import asyncio
 import multiprocessing
 import multiprocessing.connection
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -23,9 +24,10 @@ from app.services.redis import RedisService
 BREAKER = "upstream"
 
 
-async def _one_call(breaker: CircuitBreaker, client: httpx.AsyncClient, url: str) -> str:
+async def outcome(call: Callable[[], Awaitable[Any]]) -> str:
+    """How one call through a breaker ended: ok, open, unavailable or rejected."""
     try:
-        await call_upstream(breaker, 30.0, lambda: client.get(url))
+        await call()
     except CircuitOpenError:
         return "open"
     except UpstreamUnavailable:
@@ -33,6 +35,10 @@ async def _one_call(breaker: CircuitBreaker, client: httpx.AsyncClient, url: str
     except UpstreamRejected:
         return "rejected"
     return "ok"
+
+
+async def _one_call(breaker: CircuitBreaker, client: httpx.AsyncClient, url: str) -> str:
+    return await outcome(lambda: call_upstream(breaker, 30.0, lambda: client.get(url)))
 
 
 async def _serve(

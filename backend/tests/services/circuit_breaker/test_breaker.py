@@ -1,7 +1,7 @@
 """Breaker policy in one process: real Redis, the fake upstream process, real HTTP calls."""
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import httpx
@@ -17,8 +17,9 @@ from app.services.circuit_breaker import (
     State,
     create_breakers,
 )
-from app.services.http_client import UpstreamRejected, UpstreamUnavailable, call_upstream
+from app.services.http_client import call_upstream
 from app.services.redis import RedisService
+from tests.services.circuit_breaker.fleet import outcome
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.wait import wait_until
 
@@ -62,18 +63,6 @@ def caller(
         return await call_upstream(breaker, limit, lambda: http.get(f"{upstream.url}/thing"))
 
     return call
-
-
-async def outcome(call: Callable[[], Awaitable[httpx.Response]]) -> str:
-    try:
-        await call()
-    except CircuitOpenError:
-        return "open"
-    except UpstreamUnavailable:
-        return "unavailable"
-    except UpstreamRejected:
-        return "rejected"
-    return "ok"
 
 
 async def wait_state(breaker: CircuitBreaker, state: State) -> None:
