@@ -49,10 +49,9 @@ class ProfileView:
 
 
 async def create_profile(session: AsyncSession, user_id: int) -> None:
-    """The empty profile of a new candidate."""
+    """The empty profile of a new candidate (no cached search can match it yet)."""
     session.add(CandidateProfile(user_id=user_id, skills=[]))
     await session.flush()
-    invalidate_on_commit(session, CANDIDATES_TAG)
 
 
 async def get_profile(
