@@ -1,8 +1,9 @@
 """Async engine and per-request sessions: Postgres via asyncpg, or the embedded SQLite file."""
 
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from uuid import uuid4
 
 import asyncpg
 import orjson
@@ -17,6 +18,9 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import NullPool
 
 from app.config import Settings
+from app.errors import DatabaseTimeout, DatabaseUnavailable
+
+logger = logging.getLogger(__name__)
 
 
 def _json_serializer(value: Any) -> str:
@@ -30,8 +34,79 @@ _JSON_CODEC: dict[str, Any] = {
 }
 
 
-def _unique_statement_name() -> str:
-    return f"__asyncpg_{uuid4()}__"
+def _unnamed_statement() -> str:
+    # The unnamed statement: with asyncpg's cache off it is parsed again in the same message
+    # batch as its Bind/Execute/Sync, so it cannot outlive its round trip on a pooled server
+    # connection. Named statements (even uuid-named) were never closed there: 100 requests
+    # left 100 prepared statements on one PgBouncer server connection.
+    return ""
+
+
+# Driver errors that mean the statement ran out of time (statement_timeout, lock_timeout, or
+# the client-side command timeout that bounds autocommit reads behind a pooler).
+_TIMEOUT_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.QueryCanceledError,
+    asyncpg.LockNotAvailableError,
+    TimeoutError,
+)
+# ... and errors that mean the server or pooler could not be reached or dropped the connection
+# (restart, failover, pg_terminate_backend, a read-only standby after failover).
+_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.ReadOnlySQLTransactionError,
+)
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: BaseException | None = exc
+    while seen is not None:
+        yield seen
+        seen = seen.__cause__
+
+
+def database_fault(exc: BaseException) -> DatabaseTimeout | DatabaseUnavailable | None:
+    """The client-facing error for an expected database fault, or None (anything else is a bug).
+
+    Looks through SQLAlchemy's wrapping to the driver's error. Logs one line per fault, without
+    the statement or the server's message (they can carry data).
+    """
+    for error in _causes(exc):
+        fault: DatabaseTimeout | DatabaseUnavailable
+        if isinstance(error, _TIMEOUT_ERRORS):
+            fault = DatabaseTimeout()
+        elif isinstance(error, _UNAVAILABLE_ERRORS):
+            fault = DatabaseUnavailable()
+        else:
+            continue
+        logger.warning("Database fault: %s (%s)", fault.code, type(error).__name__)
+        return fault
+    return None
+
+
+def _translate_faults(engine: AsyncEngine) -> None:
+    """Raise DatabaseTimeout/DatabaseUnavailable for expected faults, from connect onwards."""
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _connect(dialect: Dialect, _record: Any, cargs: Any, cparams: Any) -> Any:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except Exception as exc:
+            fault = database_fault(exc)
+            if fault is None:
+                raise
+            raise fault from exc
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _on_error(context: Any) -> None:
+        # Raising here replaces SQLAlchemy's exception; a lost connection is still invalidated.
+        fault = database_fault(context.original_exception)
+        if fault is not None:
+            raise fault from context.original_exception
 
 
 def create_engine(settings: Settings, *, role: str = "web") -> AsyncEngine:
@@ -56,16 +131,20 @@ def create_engine(settings: Settings, *, role: str = "web") -> AsyncEngine:
             connect_args={
                 "statement_cache_size": 0,
                 "prepared_statement_cache_size": 0,
-                "prepared_statement_name_func": _unique_statement_name,
+                "prepared_statement_name_func": _unnamed_statement,
                 "server_settings": server_settings,
+                # Autocommit reads have no transaction to carry SET LOCAL: asyncpg cancels
+                # them on the server (through the pooler) when this runs out.
+                "command_timeout": settings.db_statement_timeout_ms / 1000 or None,
             },
         )
         # Poolers drop startup options, so the timeout is set per transaction instead.
         _set_local_statement_timeout(engine, settings.db_statement_timeout_ms)
+        _translate_faults(engine)
         return engine
 
     server_settings["statement_timeout"] = str(settings.db_statement_timeout_ms)
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         **_JSON_CODEC,
         pool_size=settings.db_pool_size,
@@ -75,6 +154,8 @@ def create_engine(settings: Settings, *, role: str = "web") -> AsyncEngine:
         pool_pre_ping=True,
         connect_args={"server_settings": server_settings},
     )
+    _translate_faults(engine)
+    return engine
 
 
 def _create_sqlite_engine(settings: Settings) -> AsyncEngine:
@@ -204,5 +285,11 @@ class CompiledRead:
                 return [dict(row) for row in result.mappings()]
         sql, names, defaults = self._compile(database.engine.dialect)
         arguments = [params[name] if name in params else defaults[name] for name in names]
-        records = await database.read_pool.fetch(sql, *arguments)
+        try:
+            records = await database.read_pool.fetch(sql, *arguments)
+        except Exception as exc:
+            fault = database_fault(exc)
+            if fault is None:
+                raise
+            raise fault from exc
         return [dict(record) for record in records]

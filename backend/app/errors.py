@@ -92,6 +92,29 @@ class ServiceUnavailable(AppError):
     message = "The service is temporarily unavailable."
 
 
+class DatabaseTimeout(AppError):
+    """A statement or lock wait ran past its time budget; the transaction was rolled back."""
+
+    status_code = 504
+    code = "database_timeout"
+    message = "The database did not answer in time; retry shortly."
+
+    def __init__(self) -> None:
+        super().__init__(headers={"Retry-After": "2"})
+
+
+class DatabaseUnavailable(AppError):
+    """The database (or the pooler in front of it) could not be reached or dropped the
+    connection mid-request; its open transaction was rolled back by the server."""
+
+    status_code = 503
+    code = "database_unavailable"
+    message = "The database is unavailable; retry shortly."
+
+    def __init__(self) -> None:
+        super().__init__(headers={"Retry-After": "2"})
+
+
 def error_body(code: str, message: str, **extra: Any) -> bytes:
     """Serialise the shared error shape."""
     return orjson.dumps({"error": {"code": code, "message": message, **extra}})
