@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Make sure the local PostgreSQL and Redis the tests use are installed and running.
-# Installs them with apt when missing and we are root; starts them when stopped.
+# Make sure the local PostgreSQL and Redis the tests use are installed and running, and that
+# PgBouncer is installed. Installs them with apt when missing and we are root; starts PostgreSQL
+# and Redis when stopped. The suite starts its own PgBouncer processes (transaction mode, one
+# per test worker plus private ones for fault tests; see backend/tests/support/pgbouncer.py),
+# the way it starts private redis-server processes.
 set -euo pipefail
 
 as_root() { [ "$(id -u)" -eq 0 ]; }
@@ -50,5 +53,11 @@ ensure_redis() {
   fi
 }
 
+ensure_pgbouncer() {
+  [ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null || apt_install pgbouncer
+  # Debian's package enables a system-wide instance on 6432; the tests do not use it.
+}
+
 ensure_postgres
 ensure_redis
+ensure_pgbouncer

@@ -12,12 +12,14 @@ import httpx
 import pytest
 import redis
 from fastapi import FastAPI
+from pydantic import TypeAdapter
 
 from app.config import Settings
 from app.main import create_app
 from tests.support.apps import AppFactory
 from tests.support.database import create_migrated_database, drop_database, truncate_all
 from tests.support.fake_upstream import FakeUpstream
+from tests.support.pgbouncer import PgBouncer
 from tests.support.redis_server import RedisServer
 from tests.support.redis_topologies import RedisClusterNodes, RedisSentinelSetup
 
@@ -25,6 +27,13 @@ from tests.support.redis_topologies import RedisClusterNodes, RedisSentinelSetup
 pytest_plugins = ("tests.support.sqs_fixtures",)
 
 TEST_JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
+
+# The production database path: `USE_EXTERNAL_POOLER=true scripts/test.sh ...` (the test command's
+# second pass) sends every app the tests build, in-process or as a server process, through a
+# transaction-mode PgBouncer with the pooler settings, as Supavisor's port 6543 would.
+POOLED_RUN: bool = TypeAdapter(bool).validate_python(
+    os.environ.get("USE_EXTERNAL_POOLER") or "false"
+)
 
 
 @pytest.fixture(scope="session")
@@ -59,10 +68,26 @@ def postgres_url() -> Iterator[str]:
     asyncio.run(drop_database(url))
 
 
+@pytest.fixture(scope="session")
+def pgbouncer() -> Iterator[PgBouncer]:
+    """A transaction-mode PgBouncer owned by this test worker (5 server connections per
+    database), in front of the local Postgres."""
+    pooler = PgBouncer(pool_size=5)
+    pooler.start()
+    yield pooler
+    pooler.cleanup()
+
+
 @pytest.fixture
-async def database_url(postgres_url: str) -> AsyncIterator[str]:
-    """The worker's database, emptied after each test."""
-    yield postgres_url
+async def database_url(postgres_url: str, request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """The URL of the worker's database for the app under test (through PgBouncer in the pooled
+    run); the database is emptied after each test. Tests that inspect rows themselves connect
+    to `postgres_url` (direct)."""
+    if POOLED_RUN:
+        pooler: PgBouncer = request.getfixturevalue("pgbouncer")
+        yield pooler.url_for(postgres_url)
+    else:
+        yield postgres_url
     await truncate_all(postgres_url)
 
 

@@ -23,13 +23,13 @@ DROP FUNCTION IF EXISTS refuse_at_commit();
 
 
 async def test_a_failing_commit_is_an_error_response_and_writes_nothing(
-    app: FastAPI, database_url: str
+    app: FastAPI, postgres_url: str
 ) -> None:
     # Like a real server: the app's 500 response is what the client sees, not the exception.
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     client = httpx.AsyncClient(transport=transport, base_url="http://testserver")
     token = await candidate_token(client)
-    connection = await asyncpg.connect(database_url.replace("postgresql+asyncpg", "postgresql"))
+    connection = await asyncpg.connect(postgres_url.replace("postgresql+asyncpg", "postgresql"))
     try:
         # A deferred constraint trigger fails only at COMMIT, after the route body succeeded.
         await connection.execute(FAIL_AT_COMMIT)
@@ -51,10 +51,15 @@ async def test_a_failing_commit_is_an_error_response_and_writes_nothing(
 
 
 async def test_an_exhausted_pool_is_a_503_with_retry_after(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, postgres_url: str, database_url: str
 ) -> None:
+    # The app's own pool: a direct connection in every run (behind a pooler there is none).
     settings = make_settings(
-        tmp_path, database_url=database_url, db_pool_size=1, db_pool_timeout_seconds=0.2
+        tmp_path,
+        database_url=postgres_url,
+        use_external_pooler=False,
+        db_pool_size=1,
+        db_pool_timeout_seconds=0.2,
     )
     app = create_app(settings)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
