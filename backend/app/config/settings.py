@@ -31,6 +31,9 @@ PLACEHOLDER_SECRETS = frozenset(
     {"changeme", "change-me", "secret", "your-secret-key", "jwt-secret", "development", "test"}
 )
 MIN_SECRET_LENGTH = 32
+# Postgres advisory lock key held by `alembic upgrade` (migrations/env.py) so concurrent runs
+# apply the migrations once; arbitrary but fixed: every migrator must use the same one.
+MIGRATIONS_LOCK_KEY = 0x68705F6D69677261  # "hp_migra" in ASCII
 
 
 class Settings(BaseSettings):
@@ -46,6 +49,9 @@ class Settings(BaseSettings):
     # Database. No DATABASE_URL means the embedded SQLite file under data_dir.
     database_url: str | None = None
     use_external_pooler: bool = False
+    # Direct (session-mode) URL for migrations, e.g. Supavisor port 5432 or the database host
+    # itself: DDL never goes through the transaction pooler. The app itself uses DATABASE_URL.
+    database_direct_url: str | None = None
     db_pool_size: int = Field(20, ge=1)
     # No overflow connections by default: QueuePool closes an overflow connection as
     # soon as it is returned, so any sustained concurrency above pool_size reconnects on almost
@@ -275,6 +281,20 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{self.data_dir / 'hiring_pro.db'}"
+
+    @property
+    def migrations_url(self) -> str | None:
+        """The database URL for migrations: DATABASE_DIRECT_URL, else the app's own database.
+
+        None when DATABASE_URL goes through an external (transaction) pooler and there is no
+        DATABASE_DIRECT_URL: no safe URL, so migrations/env.py refuses to run (the web app does
+        not need it). The embedded SQLite file has no pooler in front of it.
+        """
+        if self.database_direct_url:
+            return self.database_direct_url
+        if self.use_external_pooler and self.database_url:
+            return None
+        return self.sqlalchemy_url
 
     def jwt_signing_key(self) -> str:
         """The HS256 key. In development without JWT_SECRET, a random key kept in data_dir.

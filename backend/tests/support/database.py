@@ -61,5 +61,6 @@ async def truncate_all(url: str) -> None:
 def create_migrated_database(prefix: str) -> str:
     """Synchronous helper for session fixtures: create a database and migrate it to head."""
     url = asyncio.run(create_database(prefix))
-    migrate(Settings(database_url=url, jwt_secret="x" * 40))
+    # Explicit: a test pass may run with USE_EXTERNAL_POOLER=true, but this URL is direct.
+    migrate(Settings(database_url=url, use_external_pooler=False, jwt_secret="x" * 40))
     return url
