@@ -39,7 +39,11 @@ MIGRATIONS_LOCK_KEY = 0x68705F6D69677261  # "hp_migra" in ASCII
 class Settings(BaseSettings):
     """Typed settings, read from environment variables (and `.env`), e.g. DATABASE_URL."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    # hide_input_in_errors: a refused value (a short JWT_SECRET, a URL with a password) must
+    # not be printed in the start-up error that lands in the deploy logs.
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     environment: Literal["development", "staging", "production"] = "development"
     app_name: str = "Hiring Pro API"
