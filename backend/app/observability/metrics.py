@@ -48,7 +48,7 @@ HTTP_REQUESTS_IN_PROGRESS = Gauge(
 )
 DB_POOL_SIZE = Gauge(
     "hiringpro_db_pool_size",
-    "Configured connection pool size (0 with an external pooler: NullPool).",
+    "Configured connection pool size (0 without one: NullPool, DB_POOLER_CLIENT_POOL_SIZE=0).",
     multiprocess_mode="livesum",
 )
 DB_CONNECTIONS_CHECKED_OUT = Gauge(
@@ -91,17 +91,21 @@ class RequestMetrics:
 def instrument_engine(engine: AsyncEngine) -> None:
     """Track the engine's pool: size, checked-out connections and connections opened."""
     pool = engine.sync_engine.pool
-    # QueuePool has a size; NullPool (external pooler) keeps nothing open.
+    # QueuePool has a size; NullPool (DB_POOLER_CLIENT_POOL_SIZE=0) keeps nothing open.
     DB_POOL_SIZE.set(pool.size() if isinstance(pool, QueuePool) else 0)
 
     def on_connect(_dbapi_connection: Any, _record: Any) -> None:
         DB_CONNECTIONS_OPENED.inc()
 
-    def on_checkout(_dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    def on_checkout(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        record.info["checked_out"] = True
         DB_CONNECTIONS_CHECKED_OUT.inc()
 
-    def on_checkin(_dbapi_connection: Any, _record: Any) -> None:
-        DB_CONNECTIONS_CHECKED_OUT.dec()
+    def on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        # The pool also "checks in" a record whose connect failed (database or pooler down),
+        # which was never checked out.
+        if record.info.pop("checked_out", False):
+            DB_CONNECTIONS_CHECKED_OUT.dec()
 
     event.listen(engine.sync_engine, "connect", on_connect)
     event.listen(engine.sync_engine, "checkout", on_checkout)
