@@ -144,7 +144,7 @@ def _pool_stats(database: Database) -> dict[str, Any]:
             "idle": pool.checkedin(),
             "overflow": max(pool.overflow(), 0),
         }
-    # NullPool: the external pooler (Supavisor) pools; nothing is kept here.
+    # NullPool (DB_POOLER_CLIENT_POOL_SIZE=0 behind a pooler): nothing is kept here.
     return {"class": type(pool).__name__}
 
 

@@ -1,0 +1,32 @@
+"""Faults on the direct path that the pool must absorb without the client noticing."""
+
+from pathlib import Path
+
+import asyncpg
+
+from app.main import create_app
+from tests.conftest import make_settings
+from tests.support.apps import client_for
+from tests.support.factories import auth, candidate_token
+
+
+async def test_an_idle_connection_killed_by_the_server_is_replaced_by_pre_ping(
+    tmp_path: Path, postgres_url: str, database_url: str
+) -> None:
+    settings = make_settings(tmp_path, database_url=postgres_url, use_external_pooler=False)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app), client_for(app) as client:
+        token = await candidate_token(client)
+        assert (await client.get("/api/profile", headers=auth(token))).status_code == 200
+        # A failover or an idle-session kill closes the pool's connections while they wait.
+        admin = await asyncpg.connect(postgres_url.replace("postgresql+asyncpg", "postgresql"))
+        try:
+            killed = await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = 'hiring-pro-backend-web'"
+            )
+        finally:
+            await admin.close()
+        response = await client.get("/api/profile", headers=auth(token))
+    assert killed >= 1
+    assert response.status_code == 200
