@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import NullPool
 
 from app.config import Settings
-from app.errors import DatabaseTimeout, DatabaseUnavailable
+from app.errors import DatabaseTimeout, DatabaseUnavailable, ServiceBusy
 
 logger = logging.getLogger(__name__)
 
@@ -150,12 +150,13 @@ def create_engine(settings: Settings, *, role: str = "web") -> AsyncEngine:
                 **tls,
             },
         )
-        # Poolers drop startup options, so the timeout is set per transaction instead.
-        _set_local_statement_timeout(engine, settings.db_statement_timeout_ms)
+        # Poolers drop startup options, so the timeouts are set per transaction instead.
+        _set_local_timeouts(engine, settings)
         _translate_faults(engine)
         return engine
 
     server_settings["statement_timeout"] = str(settings.db_statement_timeout_ms)
+    server_settings["lock_timeout"] = str(settings.db_lock_timeout_ms)
     engine = create_async_engine(
         url,
         **_JSON_CODEC,
@@ -213,8 +214,12 @@ def _create_sqlite_engine(settings: Settings) -> AsyncEngine:
     return engine
 
 
-def _set_local_statement_timeout(engine: AsyncEngine, timeout_ms: int) -> None:
-    statement = f"SET LOCAL statement_timeout = {int(timeout_ms)}"
+def _set_local_timeouts(engine: AsyncEngine, settings: Settings) -> None:
+    # Both in one statement per transaction (set_config(..., true) is SET LOCAL).
+    statement = (
+        f"SELECT set_config('statement_timeout', '{int(settings.db_statement_timeout_ms)}', true),"
+        f" set_config('lock_timeout', '{int(settings.db_lock_timeout_ms)}', true)"
+    )
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
@@ -277,6 +282,8 @@ class Database:
     read_engine: AsyncEngine
     # Opened by open_read_pool() in the app lifespan; scripts without it read through the engine.
     read_pool: asyncpg.Pool | None = None
+    # How long a read waits for a free read-pool connection before 503 service_busy.
+    read_pool_wait_seconds: float = 10.0
 
     @classmethod
     def create(cls, settings: Settings, *, role: str = "web") -> "Database":
@@ -286,6 +293,7 @@ class Database:
             sessionmaker=async_sessionmaker(engine, expire_on_commit=False, autoflush=False),
             # Reads that need no transaction skip BEGIN/ROLLBACK round trips; same pool.
             read_engine=engine.execution_options(isolation_level="AUTOCOMMIT"),
+            read_pool_wait_seconds=settings.db_pool_timeout_seconds,
         )
 
     async def open_read_pool(self, settings: Settings, *, role: str) -> None:
@@ -332,6 +340,14 @@ class CompiledRead:
                 return [dict(row) for row in result.mappings()]
         sql, names, defaults = self._compile(database.engine.dialect)
         arguments = [params[name] if name in params else defaults[name] for name in names]
+        pool = database.read_pool
         with _faults_translated():
-            records = await database.read_pool.fetch(sql, *arguments)
+            try:
+                connection = await pool.acquire(timeout=database.read_pool_wait_seconds)
+            except TimeoutError:
+                raise ServiceBusy() from None
+            try:
+                records = await connection.fetch(sql, *arguments)
+            finally:
+                await pool.release(connection)
         return [dict(record) for record in records]

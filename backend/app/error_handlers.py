@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from app.errors import AppError, error_body
+from app.errors import AppError, ServiceBusy, error_body
 
 # Codes for HTTP statuses raised by the framework itself (unknown route, wrong method, ...).
 _STATUS_CODES: dict[int, str] = {
@@ -72,13 +72,8 @@ async def _http_exception_handler(request: Request, exc: Exception) -> Response:
 
 
 async def _pool_timeout_handler(request: Request, exc: Exception) -> Response:
-    # Every database connection stayed busy for the whole pool timeout: overload, not a bug.
-    return error_response(
-        503,
-        "service_busy",
-        "The service is busy; retry shortly.",
-        headers={"Retry-After": "1"},
-    )
+    # SQLAlchemy's pool wait ran out: the same answer as the read pool's.
+    return await _app_error_handler(request, ServiceBusy())
 
 
 async def _unhandled_error_handler(request: Request, exc: Exception) -> Response:

@@ -92,6 +92,17 @@ class ServiceUnavailable(AppError):
     message = "The service is temporarily unavailable."
 
 
+class ServiceBusy(AppError):
+    """Every database connection stayed busy for the whole pool wait: overload, not a bug."""
+
+    status_code = 503
+    code = "service_busy"
+    message = "The service is busy; retry shortly."
+
+    def __init__(self) -> None:
+        super().__init__(headers={"Retry-After": "1"})
+
+
 class DatabaseTimeout(AppError):
     """A statement or lock wait ran past its time budget; the transaction was rolled back."""
 

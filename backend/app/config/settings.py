@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     # the two drivers' URLs spell it differently.
     db_ssl: Literal["disable", "prefer", "require", "verify-ca", "verify-full"] | None = None
     db_statement_timeout_ms: int = Field(30_000, ge=0)
+    # A statement waiting for a row or table lock gives up after this (504 database_timeout),
+    # so one long lock cannot park every connection of the pool until the statement timeout.
+    db_lock_timeout_ms: int = Field(5_000, ge=0)
     db_application_name: str = "hiring-pro-backend"
 
     # Redis. No REDIS_URL means the in-process memory backend.

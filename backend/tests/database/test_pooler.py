@@ -234,11 +234,14 @@ async def test_fifty_concurrent_requests_share_five_server_connections(
     assert peak == 5, f"server connections peaked at {peak}, the pool has 5"
 
 
-async def _show_statement_timeout(bouncer: PgBouncer, postgres_url: str) -> str:
+async def _show_timeouts(bouncer: PgBouncer, postgres_url: str) -> tuple[str, str]:
+    """statement_timeout and lock_timeout on the pooler's (only) server connection."""
     connection = await asyncpg.connect(_dsn(bouncer.url_for(postgres_url)), statement_cache_size=0)
     try:
-        value: str = await connection.fetchval("SHOW statement_timeout")
-        return value
+        return (
+            await connection.fetchval("SHOW statement_timeout"),
+            await connection.fetchval("SHOW lock_timeout"),
+        )
     finally:
         await connection.close()
 
@@ -255,6 +258,7 @@ async def test_statement_timeout_is_per_transaction_and_the_connection_comes_bac
         # Inside a request's transaction the timeout is in force ...
         async with app.state.resources.database.sessionmaker() as session:
             assert await session.scalar(text("SHOW statement_timeout")) == "300ms"
+            assert await session.scalar(text("SHOW lock_timeout")) == "5s"
         locker = await asyncpg.connect(_dsn(postgres_url))
         try:
             lock = locker.transaction()
@@ -271,7 +275,7 @@ async def test_statement_timeout_is_per_transaction_and_the_connection_comes_bac
         finally:
             await locker.close()
         # ... and gone after it: nothing leaked onto the pooled server connection.
-        assert await _show_statement_timeout(bouncer, postgres_url) == "0"
+        assert await _show_timeouts(bouncer, postgres_url) == ("0", "0")
         after = await client.patch("/api/profile", headers=auth(token), json={"summary": "after"})
         listing = await client.get("/api/jobs")
     for response in (write, read):

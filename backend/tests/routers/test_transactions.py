@@ -1,5 +1,6 @@
 """The request's commit happens before the response, and failures leak nothing."""
 
+import time
 from pathlib import Path
 
 import asyncpg
@@ -8,7 +9,9 @@ from fastapi import FastAPI
 
 from app.main import create_app
 from tests.conftest import make_settings
-from tests.support.factories import auth, candidate_token
+from tests.support.apps import AppFactory, client_for
+from tests.support.factories import auth, candidate_token, create_job
+from tests.support.wait import LOADED_MACHINE_MARGIN
 
 FAIL_AT_COMMIT = """
 CREATE FUNCTION refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -76,3 +79,50 @@ async def test_an_exhausted_pool_is_a_503_with_retry_after(
         assert response.headers["retry-after"] == "1"
         assert response.json()["error"]["code"] == "service_busy"
         assert (await client.get("/api/profile", headers=auth(token))).status_code == 200
+
+
+async def test_an_exhausted_read_pool_is_a_503_with_retry_after(app_with: AppFactory) -> None:
+    async with app_with(db_read_pool_size=1, db_pool_timeout_seconds=0.2) as app:
+        await create_job(app)
+        read_pool = app.state.resources.database.read_pool
+        async with client_for(app) as client:
+            # Hold the read pool's only connection, as a burst of slow listings would.
+            async with read_pool.acquire():
+                started = time.monotonic()
+                busy = await client.get("/api/jobs")
+                waited = time.monotonic() - started
+            after = await client.get("/api/jobs")
+    assert busy.status_code == 503
+    assert busy.headers["retry-after"] == "1"
+    assert busy.json()["error"]["code"] == "service_busy"
+    assert waited < 0.2 + LOADED_MACHINE_MARGIN
+    assert after.status_code == 200
+
+
+async def test_a_lock_wait_ends_at_the_lock_timeout_and_spares_other_routes(
+    app_with: AppFactory, postgres_url: str
+) -> None:
+    # The statement timeout stays at its 30 s default: only the lock timeout can end the wait.
+    async with app_with(db_lock_timeout_ms=300) as app, client_for(app) as client:
+        token = await candidate_token(client)
+        locker = await asyncpg.connect(postgres_url.replace("postgresql+asyncpg", "postgresql"))
+        try:
+            lock = locker.transaction()
+            await lock.start()
+            await locker.execute("LOCK TABLE candidate_profiles IN ACCESS EXCLUSIVE MODE")
+            started = time.monotonic()
+            blocked = await client.patch(
+                "/api/profile", headers=auth(token), json={"summary": "blocked"}
+            )
+            waited = time.monotonic() - started
+            unrelated = await client.get("/api/notifications", headers=auth(token))
+            await lock.rollback()
+        finally:
+            await locker.close()
+        after = await client.patch("/api/profile", headers=auth(token), json={"summary": "after"})
+    assert blocked.status_code == 504
+    assert blocked.headers["retry-after"] == "2"
+    assert blocked.json()["error"]["code"] == "database_timeout"
+    assert waited < 0.3 + LOADED_MACHINE_MARGIN
+    assert unrelated.status_code == 200
+    assert after.status_code == 200
