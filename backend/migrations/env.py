@@ -60,10 +60,16 @@ def _direct_settings(settings: Settings) -> Settings:
             "USE_EXTERNAL_POOLER is on, so migrations need DATABASE_DIRECT_URL: a direct or "
             "session-mode connection (e.g. Supavisor port 5432), never the transaction pooler"
         )
-    # No statement timeout: DDL on a big table (or waiting for a concurrent migrator's lock)
-    # may take longer than a request's budget; the deploy command's own timeout bounds it.
+    # No statement or lock timeout: DDL on a big table, or waiting for a concurrent migrator's
+    # advisory lock, may take longer than a request's budget; the deploy command's timeout
+    # bounds it.
     return settings.model_copy(
-        update={"database_url": url, "use_external_pooler": False, "db_statement_timeout_ms": 0}
+        update={
+            "database_url": url,
+            "use_external_pooler": False,
+            "db_statement_timeout_ms": 0,
+            "db_lock_timeout_ms": 0,
+        }
     )
 
 

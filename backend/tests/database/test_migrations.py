@@ -137,6 +137,8 @@ async def test_upgrades_wait_on_the_migrations_lock_then_migrate_once(
         env = _environment(database_url=_bogus_url(), pooler=True, direct_url=empty_database)
     else:
         env = _environment(database_url=empty_database, pooler=False)
+    # Request budgets far below the wait: migrations must not carry them.
+    env |= {"DB_STATEMENT_TIMEOUT_MS": "100", "DB_LOCK_TIMEOUT_MS": "100"}
     # Advisory locks belong to a database: hold the migrations' key in the one being migrated.
     holder = await asyncpg.connect(_dsn(empty_database))
     processes: list[asyncio.subprocess.Process] = []
@@ -169,6 +171,9 @@ async def test_upgrades_wait_on_the_migrations_lock_then_migrate_once(
         )
         # Nothing was created before the lock: alembic reads the revision only once it holds it.
         assert await _tables(empty_database) == set()
+        # Well past both budgets, they still wait.
+        await asyncio.sleep(1)
+        assert await both_waiting_on_the_lock()
 
         await holder.execute("SELECT pg_advisory_unlock($1)", MIGRATIONS_LOCK_KEY)
         results = await asyncio.gather(*(_finish(process) for process in processes))
