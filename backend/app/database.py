@@ -70,11 +70,15 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         seen = seen.__cause__
 
 
-def database_fault(exc: BaseException) -> DatabaseTimeout | DatabaseUnavailable | None:
+def database_fault(
+    exc: BaseException, *, disconnect: bool = False
+) -> DatabaseTimeout | DatabaseUnavailable | None:
     """The client-facing error for an expected database fault, or None (anything else is a bug).
 
-    Looks through SQLAlchemy's wrapping to the driver's error. Logs one line per fault, without
-    the statement or the server's message (they can carry data).
+    Looks through SQLAlchemy's wrapping to the driver's error; `disconnect` is SQLAlchemy's own
+    verdict that the connection is gone (e.g. asyncpg's "connection is closed" on a pooled
+    connection the pooler dropped). Logs one line per fault, without the statement or the
+    server's message (they can carry data).
     """
     for error in _causes(exc):
         fault: DatabaseTimeout | DatabaseUnavailable
@@ -86,6 +90,9 @@ def database_fault(exc: BaseException) -> DatabaseTimeout | DatabaseUnavailable 
             continue
         logger.warning("Database fault: %s (%s)", fault.code, type(error).__name__)
         return fault
+    if disconnect:
+        logger.warning("Database fault: database_unavailable (%s)", type(exc).__name__)
+        return DatabaseUnavailable()
     return None
 
 
@@ -115,7 +122,7 @@ def _translate_faults(engine: AsyncEngine) -> None:
         if context.is_pre_ping:
             return
         # Raising here replaces SQLAlchemy's exception; a lost connection is still invalidated.
-        fault = database_fault(context.original_exception)
+        fault = database_fault(context.original_exception, disconnect=context.is_disconnect)
         if fault is not None:
             raise fault from context.original_exception
 
