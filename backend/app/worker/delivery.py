@@ -97,12 +97,13 @@ async def _retry(ctx: WorkerContext, delivery: Delivery, job: JobRun, exc: Excep
         return Outcome.RETRY
     reason = f"failed on receive {delivery.receive_count}: {type(exc).__name__}"
     try:
+        # One transaction: the failure record and what the task's owner sees change together.
         async with ctx.database.sessionmaker() as session:
             records.record_failure(session, delivery, job.key, job.task, reason, dead_lettered=True)
+            hook = GIVE_UP_HOOKS.get(job.task)
+            if hook is not None:
+                await hook(ctx, job, session)
             await session.commit()
-        hook = GIVE_UP_HOOKS.get(job.task)
-        if hook is not None:
-            await hook(ctx, job)
     except Exception:
         logger.exception("could not record the failure of job %s", job.key)
     return Outcome.RETRY

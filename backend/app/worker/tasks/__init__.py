@@ -13,7 +13,7 @@ from app.worker.context import JobRun, WorkerContext
 from app.worker.tasks import cleanup_sessions, email, generate_reports, resume_parse, vector_index
 
 Handler = Callable[[WorkerContext, JobRun, AsyncSession], Awaitable[str | None]]
-GiveUpHook = Callable[[WorkerContext, JobRun], Awaitable[None]]
+GiveUpHook = Callable[[WorkerContext, JobRun, AsyncSession], Awaitable[None]]
 
 HANDLERS: dict[str, Handler] = {
     "resume-parse": resume_parse.run,
@@ -22,7 +22,8 @@ HANDLERS: dict[str, Handler] = {
     "cleanup-sessions": cleanup_sessions.run,
     "generate-reports": generate_reports.run,
 }
-# Run when a job's last allowed receive fails, before SQS moves it to the dead-letter queue.
+# Run when a job's last allowed receive fails, before SQS moves it to the dead-letter queue,
+# in the transaction that records the failure.
 GIVE_UP_HOOKS: dict[str, GiveUpHook] = {"resume-parse": resume_parse.gave_up}
 
 assert set(HANDLERS) == set(QUEUED_TASKS) | set(CRON_TASKS)

@@ -74,9 +74,7 @@ async def _failed(session: AsyncSession, payload: ResumeParsePayload, reason: st
     return reason
 
 
-async def gave_up(ctx: WorkerContext, job: JobRun) -> None:
+async def gave_up(ctx: WorkerContext, job: JobRun, session: AsyncSession) -> None:
     """Last receive failed: the message goes to the dead-letter queue; the profile says so."""
     payload = job.parsed(ResumeParsePayload)
-    async with ctx.database.sessionmaker() as session:
-        await resumes.give_up(session, payload.user_id, payload.storage_key)
-        await session.commit()
+    await resumes.give_up(session, payload.user_id, payload.storage_key)
