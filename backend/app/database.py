@@ -263,7 +263,8 @@ async def create_read_pool(settings: Settings, *, role: str) -> asyncpg.Pool | N
         return None
     server_settings = {"application_name": f"{settings.db_application_name}-{role}-read"}
     if not settings.use_external_pooler:
-        server_settings["statement_timeout"] = str(settings.db_statement_timeout_ms)
+        server_settings["statement_timeout"] = str(settings.db_read_statement_timeout_ms)
+        server_settings["lock_timeout"] = str(settings.db_lock_timeout_ms)
     return await asyncpg.create_pool(
         url.set(drivername="postgresql").render_as_string(hide_password=False),
         min_size=0,
@@ -271,7 +272,8 @@ async def create_read_pool(settings: Settings, *, role: str) -> asyncpg.Pool | N
         # Idle connections are closed, like the engine's pool_recycle.
         max_inactive_connection_lifetime=settings.db_pool_recycle_seconds,
         statement_cache_size=0 if settings.use_external_pooler else 100,
-        command_timeout=settings.db_statement_timeout_ms / 1000 or None,
+        # Behind a pooler (no startup options) the only bound; directly, a backstop.
+        command_timeout=settings.db_read_statement_timeout_ms / 1000 or None,
         server_settings=server_settings,
         init=_init_read_connection,
         reset=_keep_session,

@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     # A statement waiting for a row or table lock gives up after this (504 database_timeout),
     # so one long lock cannot park every connection of the pool until the statement timeout.
     db_lock_timeout_ms: int = Field(5_000, ge=0)
+    # Budget of the hot reads on the read pool (job listing and detail): shorter than the
+    # statement timeout, so a slow listing gives its connection back long before a report would.
+    db_read_statement_timeout_ms: int = Field(5_000, ge=0)
     db_application_name: str = "hiring-pro-backend"
 
     # Redis. No REDIS_URL means the in-process memory backend.

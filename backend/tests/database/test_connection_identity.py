@@ -17,7 +17,11 @@ async def test_direct_connections_show_their_role_and_timeout(
     tmp_path: Path, postgres_url: str, database_url: str
 ) -> None:
     settings = make_settings(
-        tmp_path, database_url=postgres_url, use_external_pooler=False, db_statement_timeout_ms=1234
+        tmp_path,
+        database_url=postgres_url,
+        use_external_pooler=False,
+        db_statement_timeout_ms=1234,
+        db_read_statement_timeout_ms=567,
     )
     database = Database.create(settings, role="worker")
     await database.open_read_pool(settings, role="worker")
@@ -42,4 +46,6 @@ async def test_direct_connections_show_their_role_and_timeout(
         engine_pid: "hiring-pro-backend-worker",
         read_pid: "hiring-pro-backend-worker-read",
     }
-    assert engine_timeout == read_timeout == "1234ms"
+    assert engine_timeout == "1234ms"
+    # The hot reads have their own, shorter budget.
+    assert read_timeout == "567ms"

@@ -251,7 +251,13 @@ async def test_statement_timeout_is_per_transaction_and_the_connection_comes_bac
 ) -> None:
     # One server connection: the transaction after the timeout runs on the same one.
     bouncer = pooler(pool_size=1)
-    settings = pooled_settings(tmp_path, bouncer, postgres_url, db_statement_timeout_ms=300)
+    settings = pooled_settings(
+        tmp_path,
+        bouncer,
+        postgres_url,
+        db_statement_timeout_ms=300,
+        db_read_statement_timeout_ms=300,
+    )
     async with pooled_app(settings) as app, client_for(app) as client:
         await create_job(app)
         token = (await register_candidate(client))["access_token"]

@@ -126,3 +126,32 @@ async def test_a_lock_wait_ends_at_the_lock_timeout_and_spares_other_routes(
     assert waited < 0.3 + LOADED_MACHINE_MARGIN
     assert unrelated.status_code == 200
     assert after.status_code == 200
+
+
+async def test_hot_reads_end_at_their_own_shorter_budget(
+    app_with: AppFactory, postgres_url: str
+) -> None:
+    # Statement and lock timeouts at 30 s: only the read budget can end the wait in time.
+    async with (
+        app_with(db_read_statement_timeout_ms=300, db_lock_timeout_ms=30_000) as app,
+        client_for(app) as client,
+    ):
+        job = await create_job(app)
+        locker = await asyncpg.connect(postgres_url.replace("postgresql+asyncpg", "postgresql"))
+        try:
+            lock = locker.transaction()
+            await lock.start()
+            await locker.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
+            started = time.monotonic()
+            listing = await client.get("/api/jobs")
+            detail = await client.get(f"/api/jobs/{job.id}")
+            waited = time.monotonic() - started
+            await lock.rollback()
+        finally:
+            await locker.close()
+        after = await client.get("/api/jobs")
+    for response in (listing, detail):
+        assert response.status_code == 504
+        assert response.json()["error"]["code"] == "database_timeout"
+    assert waited < 2 * 0.3 + LOADED_MACHINE_MARGIN
+    assert after.status_code == 200
