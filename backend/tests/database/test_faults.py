@@ -7,6 +7,7 @@ import asyncpg
 from app.main import create_app
 from tests.conftest import make_settings
 from tests.support.apps import client_for
+from tests.support.database import asyncpg_dsn
 from tests.support.factories import auth, candidate_token
 
 
@@ -19,11 +20,13 @@ async def test_an_idle_connection_killed_by_the_server_is_replaced_by_pre_ping(
         token = await candidate_token(client)
         assert (await client.get("/api/profile", headers=auth(token))).status_code == 200
         # A failover or an idle-session kill closes the pool's connections while they wait.
-        admin = await asyncpg.connect(postgres_url.replace("postgresql+asyncpg", "postgresql"))
+        admin = await asyncpg.connect(asyncpg_dsn(postgres_url))
         try:
             killed = await admin.fetchval(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
                 " WHERE application_name = 'hiring-pro-backend-web'"
+                # Only this test worker's database: other workers' backends carry the same name.
+                " AND datname = current_database() AND pid <> pg_backend_pid()"
             )
         finally:
             await admin.close()
