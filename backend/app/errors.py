@@ -20,6 +20,8 @@ class AppError(Exception):
     status_code: int = 400
     code: str = "bad_request"
     message: str = "The request could not be processed."
+    # Seconds a client should wait before retrying (sent as Retry-After), for "not now" answers.
+    retry_after_seconds: int | None = None
 
     def __init__(
         self,
@@ -32,6 +34,8 @@ class AppError(Exception):
         self.message = message or self.message
         self.code = code or self.code
         self.headers = dict(headers or {})
+        if self.retry_after_seconds is not None:
+            self.headers.setdefault("Retry-After", str(self.retry_after_seconds))
         self.extra = extra
         super().__init__(self.message)
 
@@ -98,9 +102,7 @@ class ServiceBusy(AppError):
     status_code = 503
     code = "service_busy"
     message = "The service is busy; retry shortly."
-
-    def __init__(self) -> None:
-        super().__init__(headers={"Retry-After": "1"})
+    retry_after_seconds = 1
 
 
 class DatabaseTimeout(AppError):
@@ -109,9 +111,7 @@ class DatabaseTimeout(AppError):
     status_code = 504
     code = "database_timeout"
     message = "The database did not answer in time; retry shortly."
-
-    def __init__(self) -> None:
-        super().__init__(headers={"Retry-After": "2"})
+    retry_after_seconds = 2
 
 
 class DatabaseUnavailable(AppError):
@@ -121,9 +121,7 @@ class DatabaseUnavailable(AppError):
     status_code = 503
     code = "database_unavailable"
     message = "The database is unavailable; retry shortly."
-
-    def __init__(self) -> None:
-        super().__init__(headers={"Retry-After": "2"})
+    retry_after_seconds = 2
 
 
 def error_body(code: str, message: str, **extra: Any) -> bytes:
