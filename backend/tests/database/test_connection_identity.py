@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from app.database import Database
 from tests.conftest import make_settings
+from tests.support.database import asyncpg_dsn
 
 
 async def test_direct_connections_show_their_role_and_timeout(
@@ -26,7 +27,7 @@ async def test_direct_connections_show_their_role_and_timeout(
     database = Database.create(settings, role="worker")
     await database.open_read_pool(settings, role="worker")
     assert database.read_pool is not None
-    observer = await asyncpg.connect(postgres_url.replace("postgresql+asyncpg", "postgresql"))
+    observer = await asyncpg.connect(asyncpg_dsn(postgres_url))
     try:
         async with database.engine.connect() as connection:
             engine_pid = await connection.scalar(text("SELECT pg_backend_pid()"))

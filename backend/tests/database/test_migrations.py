@@ -17,7 +17,7 @@ from alembic.script import ScriptDirectory
 from app.config.settings import MIGRATIONS_LOCK_KEY
 from app.models import Base
 from tests.conftest import TEST_JWT_SECRET
-from tests.support.database import BACKEND_DIR, create_database, drop_database
+from tests.support.database import BACKEND_DIR, asyncpg_dsn, create_database, drop_database
 from tests.support.redis_server import free_port
 from tests.support.wait import LOADED_MACHINE_MARGIN, wait_until
 
@@ -35,10 +35,6 @@ async def empty_database() -> AsyncIterator[str]:
     url = await create_database("hp_migrations")
     yield url
     await drop_database(url)
-
-
-def _dsn(url: str) -> str:
-    return url.replace("postgresql+asyncpg", "postgresql")
 
 
 def _bogus_url() -> str:
@@ -94,7 +90,7 @@ async def _kill(processes: list[asyncio.subprocess.Process]) -> None:
 
 
 async def _fetch(url: str, query: str, *args: Any) -> list[asyncpg.Record]:
-    connection = await asyncpg.connect(_dsn(url))
+    connection = await asyncpg.connect(asyncpg_dsn(url))
     try:
         records: list[asyncpg.Record] = await connection.fetch(query, *args)
         return records
@@ -140,7 +136,7 @@ async def test_upgrades_wait_on_the_migrations_lock_then_migrate_once(
     # Request budgets far below the wait: migrations must not carry them.
     env |= {"DB_STATEMENT_TIMEOUT_MS": "100", "DB_LOCK_TIMEOUT_MS": "100"}
     # Advisory locks belong to a database: hold the migrations' key in the one being migrated.
-    holder = await asyncpg.connect(_dsn(empty_database))
+    holder = await asyncpg.connect(asyncpg_dsn(empty_database))
     processes: list[asyncio.subprocess.Process] = []
     try:
         await holder.execute("SELECT pg_advisory_lock($1)", MIGRATIONS_LOCK_KEY)

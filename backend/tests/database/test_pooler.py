@@ -25,6 +25,7 @@ from app.database import Database
 from app.main import create_app
 from tests.conftest import make_settings
 from tests.support.apps import client_for
+from tests.support.database import asyncpg_dsn, tables_locked
 from tests.support.factories import PASSWORD, auth, create_job, create_test, register_candidate
 from tests.support.pgbouncer import PgBouncer
 from tests.support.wait import wait_until
@@ -48,10 +49,6 @@ def pooler() -> Iterator[PoolerFactory]:
     yield start
     for bouncer in started:
         bouncer.cleanup()
-
-
-def _dsn(url: str) -> str:
-    return url.replace("postgresql+asyncpg", "postgresql")
 
 
 def _database_name(url: str) -> str:
@@ -88,7 +85,7 @@ async def _prepared_statements_on_every_server(bouncer: PgBouncer, postgres_url:
     one, so every server connection is inspected.
     """
     connections = [
-        await asyncpg.connect(_dsn(bouncer.url_for(postgres_url)), statement_cache_size=0)
+        await asyncpg.connect(asyncpg_dsn(bouncer.url_for(postgres_url)), statement_cache_size=0)
         for _ in range(bouncer.pool_size)
     ]
     try:
@@ -193,7 +190,7 @@ async def test_fifty_concurrent_requests_share_five_server_connections(
     async with pooled_app(settings) as app, client_for(app) as client:
         await create_job(app)
         tokens = [(await register_candidate(client))["access_token"] for _ in range(25)]
-        setup = await asyncpg.connect(_dsn(postgres_url))
+        setup = await asyncpg.connect(asyncpg_dsn(postgres_url))
         try:
             # Each profile update holds its server connection 50 ms, so 25 of them
             # saturate the pool and the rest of the burst has to queue in the pooler.
@@ -236,7 +233,9 @@ async def test_fifty_concurrent_requests_share_five_server_connections(
 
 async def _show_timeouts(bouncer: PgBouncer, postgres_url: str) -> tuple[str, str]:
     """statement_timeout and lock_timeout on the pooler's (only) server connection."""
-    connection = await asyncpg.connect(_dsn(bouncer.url_for(postgres_url)), statement_cache_size=0)
+    connection = await asyncpg.connect(
+        asyncpg_dsn(bouncer.url_for(postgres_url)), statement_cache_size=0
+    )
     try:
         return (
             await connection.fetchval("SHOW statement_timeout"),
@@ -265,11 +264,7 @@ async def test_statement_timeout_is_per_transaction_and_the_connection_comes_bac
         async with app.state.resources.database.sessionmaker() as session:
             assert await session.scalar(text("SHOW statement_timeout")) == "300ms"
             assert await session.scalar(text("SHOW lock_timeout")) == "5s"
-        locker = await asyncpg.connect(_dsn(postgres_url))
-        try:
-            lock = locker.transaction()
-            await lock.start()
-            await locker.execute("LOCK TABLE candidate_profiles, jobs IN ACCESS EXCLUSIVE MODE")
+        async with tables_locked(postgres_url, "candidate_profiles", "jobs"):
             started = time.monotonic()
             write = await client.patch(
                 "/api/profile", headers=auth(token), json={"summary": "blocked"}
@@ -277,9 +272,6 @@ async def test_statement_timeout_is_per_transaction_and_the_connection_comes_bac
             # The hot read runs on the raw read pool, outside any transaction.
             read = await client.get("/api/jobs")
             elapsed = time.monotonic() - started
-            await lock.rollback()
-        finally:
-            await locker.close()
         # ... and gone after it: nothing leaked onto the pooled server connection.
         assert await _show_timeouts(bouncer, postgres_url) == ("0", "0")
         after = await client.patch("/api/profile", headers=auth(token), json={"summary": "after"})
@@ -299,7 +291,7 @@ async def test_statement_timeout_is_per_transaction_and_the_connection_comes_bac
 
 
 async def _ledger_check(postgres_url: str) -> dict[str, Any]:
-    connection = await asyncpg.connect(_dsn(postgres_url))
+    connection = await asyncpg.connect(asyncpg_dsn(postgres_url))
     try:
         return {
             "emails": {row["email"] for row in await connection.fetch("SELECT email FROM users")},

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from app.main import create_app
 from tests.conftest import make_settings
 from tests.support.apps import AppFactory, client_for
+from tests.support.database import asyncpg_dsn, tables_locked
 from tests.support.factories import auth, candidate_token, create_job
 from tests.support.wait import LOADED_MACHINE_MARGIN
 
@@ -32,7 +33,7 @@ async def test_a_failing_commit_is_an_error_response_and_writes_nothing(
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     client = httpx.AsyncClient(transport=transport, base_url="http://testserver")
     token = await candidate_token(client)
-    connection = await asyncpg.connect(postgres_url.replace("postgresql+asyncpg", "postgresql"))
+    connection = await asyncpg.connect(asyncpg_dsn(postgres_url))
     try:
         # A deferred constraint trigger fails only at COMMIT, after the route body succeeded.
         await connection.execute(FAIL_AT_COMMIT)
@@ -105,20 +106,13 @@ async def test_a_lock_wait_ends_at_the_lock_timeout_and_spares_other_routes(
     # The statement timeout stays at its 30 s default: only the lock timeout can end the wait.
     async with app_with(db_lock_timeout_ms=300) as app, client_for(app) as client:
         token = await candidate_token(client)
-        locker = await asyncpg.connect(postgres_url.replace("postgresql+asyncpg", "postgresql"))
-        try:
-            lock = locker.transaction()
-            await lock.start()
-            await locker.execute("LOCK TABLE candidate_profiles IN ACCESS EXCLUSIVE MODE")
+        async with tables_locked(postgres_url, "candidate_profiles"):
             started = time.monotonic()
             blocked = await client.patch(
                 "/api/profile", headers=auth(token), json={"summary": "blocked"}
             )
             waited = time.monotonic() - started
             unrelated = await client.get("/api/notifications", headers=auth(token))
-            await lock.rollback()
-        finally:
-            await locker.close()
         after = await client.patch("/api/profile", headers=auth(token), json={"summary": "after"})
     assert blocked.status_code == 504
     assert blocked.headers["retry-after"] == "2"
@@ -137,18 +131,11 @@ async def test_hot_reads_end_at_their_own_shorter_budget(
         client_for(app) as client,
     ):
         job = await create_job(app)
-        locker = await asyncpg.connect(postgres_url.replace("postgresql+asyncpg", "postgresql"))
-        try:
-            lock = locker.transaction()
-            await lock.start()
-            await locker.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
+        async with tables_locked(postgres_url, "jobs"):
             started = time.monotonic()
             listing = await client.get("/api/jobs")
             detail = await client.get(f"/api/jobs/{job.id}")
             waited = time.monotonic() - started
-            await lock.rollback()
-        finally:
-            await locker.close()
         after = await client.get("/api/jobs")
     for response in (listing, detail):
         assert response.status_code == 504

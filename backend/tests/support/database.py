@@ -3,6 +3,8 @@
 import asyncio
 import logging
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
@@ -12,6 +14,26 @@ from app.models import Base
 
 BACKEND_DIR = Path(__file__).resolve().parents[2]
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def asyncpg_dsn(url: str) -> str:
+    """The plain asyncpg DSN of a SQLAlchemy `postgresql+asyncpg://` URL."""
+    return url.replace("postgresql+asyncpg", "postgresql")
+
+
+@asynccontextmanager
+async def tables_locked(url: str, *tables: str) -> AsyncIterator[None]:
+    """Hold ACCESS EXCLUSIVE locks on `tables` from a direct connection (like a migration or a
+    stuck transaction) until the block ends."""
+    connection = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        lock = connection.transaction()
+        await lock.start()
+        await connection.execute(f"LOCK TABLE {', '.join(tables)} IN ACCESS EXCLUSIVE MODE")
+        yield
+        await lock.rollback()
+    finally:
+        await connection.close()
 
 
 def migrate(settings: Settings, revision: str = "head") -> None:
@@ -51,7 +73,7 @@ async def drop_database(url: str) -> None:
 async def truncate_all(url: str) -> None:
     """Empty every table of the model (fast between tests; identities restart)."""
     tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
-    connection = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+    connection = await asyncpg.connect(asyncpg_dsn(url))
     try:
         await connection.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
     finally:
