@@ -10,9 +10,13 @@ the environment so one file serves both tiers and local runs:
                              below GUNICORN_TIMEOUT, the master does not watch draining workers
   GUNICORN_KEEPALIVE         idle keep-alive seconds (5)
   PROMETHEUS_MULTIPROC_DIR   metrics directory shared by the workers (a private temp dir)
+  GUNICORN_READY_DIR         where the master keeps its workers' readiness files (/tmp): a
+                             worker creates <dir>/hiring-pro-gunicorn-<master pid>/<its pid>
+                             once it accepts connections; scripts/rolling_restart.sh waits on it
 
-This file is read again on HUP (rolling restart), so it must stay free of side effects other
-than the environment defaults; one-time work goes in `on_starting`.
+This file is read again on HUP (which replaces all workers at once, see DEPLOY.md), so it must
+stay free of side effects other than the environment defaults; one-time work goes in
+`on_starting`.
 """
 
 import os
@@ -53,6 +57,9 @@ keepalive = _int_env("GUNICORN_KEEPALIVE", 5)
 forwarded_allow_ips = "127.0.0.1"
 # The app writes one access line per request (with the route template); no second one here.
 accesslog = None
+# gunicorn 25+ opens a control socket at one default path (~/.gunicorn/gunicorn.ctl) that every
+# master on the host binds; nothing here uses it, and parallel masters would fight over it.
+control_socket_disable = True
 
 
 def _logconfig() -> dict[str, object]:
@@ -73,14 +80,40 @@ def _logconfig() -> dict[str, object]:
 logconfig_dict = _logconfig()
 
 
+def ready_dir(master_pid: int) -> Path:
+    """The readiness files of one master's workers (scripts/rolling_restart.sh: same path)."""
+    root = Path(os.environ.get("GUNICORN_READY_DIR", "/tmp"))
+    return root / f"hiring-pro-gunicorn-{master_pid}"
+
+
 def on_starting(server: object) -> None:
-    """Once per master start (not on HUP): empty the metrics directory of earlier runs."""
+    """Once per master start (not on HUP): empty the metrics directory of earlier runs, and
+    start with an empty readiness directory (a dead master's pid may have been reused)."""
     shutil.rmtree(MULTIPROC_DIR, ignore_errors=True)
     MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)
+    ready = ready_dir(os.getpid())
+    shutil.rmtree(ready, ignore_errors=True)
+    ready.mkdir(parents=True, exist_ok=True)
+
+
+def post_fork(server: object, worker: object) -> None:
+    """In each new worker: the file it creates once it accepts connections."""
+    from app.gunicorn_worker import UvicornWorker
+
+    if isinstance(worker, UvicornWorker):  # not with another --worker-class
+        worker.ready_marker = ready_dir(os.getppid()) / str(os.getpid())
 
 
 def child_exit(server: object, worker: object) -> None:
-    """A worker died (restart, crash, HUP): drop its live gauges from /metrics."""
+    """A worker died (restart, crash, HUP): drop its live gauges from /metrics and its
+    readiness file (its pid may be reused)."""
     from app.observability.metrics import mark_process_dead
 
-    mark_process_dead(int(getattr(worker, "pid", 0)), MULTIPROC_DIR)
+    pid = int(getattr(worker, "pid", 0))
+    mark_process_dead(pid, MULTIPROC_DIR)
+    (ready_dir(os.getpid()) / str(pid)).unlink(missing_ok=True)
+
+
+def on_exit(server: object) -> None:
+    """The master stops: its readiness directory goes with it."""
+    shutil.rmtree(ready_dir(os.getpid()), ignore_errors=True)

@@ -11,17 +11,25 @@ instead of closed, and nothing is logged.
 This subclass sets `timeout_graceful_shutdown` to gunicorn's graceful_timeout minus a budget for
 the lifespan shutdown, so uvicorn cancels what is still running in time to close resources
 before the master's SIGKILL. Its server also tells the app that draining began (readiness turns
-503) as soon as shutdown starts, and does not drop connections accepted just before it (see
-_DrainingServer). Signals stay uvicorn's: nothing here installs a handler.
+503) as soon as shutdown starts, does not drop connections accepted just before it, and tells
+the app when the drain deadline is reached, so that the requests uvicorn then cancels answer
+503 instead of a bare 500 with a traceback (see _DrainingServer and app.middleware.shutdown).
+It hands uvicorn the listening sockets themselves rather than gunicorn's wrappers around them
+(see `_serve`), and creates a readiness file once it accepts connections when gunicorn.conf.py
+names one (scripts/rolling_restart.sh waits for it). Signals stay uvicorn's: nothing here
+installs a handler.
 """
 
 import asyncio
 import gc
 import socket
 import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from gunicorn.arbiter import Arbiter
+from uvicorn.config import Config
 from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker as StockUvicornWorker
 
@@ -56,7 +64,8 @@ def graceful_shutdown_timeout(graceful_timeout: float) -> float:
 
 
 class _DrainingServer(Server):
-    """uvicorn's Server with a drain that loses no accepted connection.
+    """uvicorn's Server with a drain that loses no accepted connection and a deadline the app
+    hears about.
 
     uvicorn's shutdown closes every connection that has no request in progress, including
     one accepted a moment ago whose request has not been read yet: that client sees its
@@ -64,14 +73,31 @@ class _DrainingServer(Server):
     This server first stops accepting, marks the app as draining, and gives such fresh
     connections a short grace to deliver their request, which then completes normally
     (with `Connection: close`); idle keep-alive connections are closed by uvicorn as before.
+
+    When uvicorn's drain time is up it cancels the requests still running; the app is told
+    just before (`DrainState.reach_deadline`), so ShutdownMiddleware answers those 503.
     """
 
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+    def __init__(self, config: Config, *, on_ready: Callable[[], None]) -> None:
+        super().__init__(config=config)
+        self._on_ready = on_ready
+
+    def _drain_state(self) -> DrainState | None:
         # config.app is the app object gunicorn loaded (create_app puts its DrainState there).
         # Read directly, not through app.deps: this module is imported by gunicorn's master,
         # which must not load the app (a HUP would then fork workers with the old code).
         drain = getattr(getattr(self.config.app, "state", None), "drain", None)
-        if isinstance(drain, DrainState):
+        return drain if isinstance(drain, DrainState) else None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        # Lifespan startup done and the sockets served: this worker accepts connections now.
+        if self.started:
+            self._on_ready()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        drain = self._drain_state()
+        if drain is not None:
             drain.start()
         for server in self.servers:
             server.close()
@@ -83,6 +109,40 @@ class _DrainingServer(Server):
         ):
             await asyncio.sleep(0.01)
         await super().shutdown(sockets=sockets)
+
+    async def _wait_tasks_to_complete(self) -> None:
+        # uvicorn runs this wait under timeout_graceful_shutdown. When the time is up it cancels
+        # the wait and then, in the same step, every request still running: the app learns of
+        # the deadline here, before any of those cancellations reaches a request. (A private
+        # method of uvicorn's Server: tests/deploy/test_gunicorn.py fails if that changes.)
+        try:
+            await super()._wait_tasks_to_complete()
+        except asyncio.CancelledError:
+            drain = self._drain_state()
+            if drain is not None:
+                drain.reach_deadline()
+            for connection in self.server_state.connections:
+                _abort_unfinished_response(connection)
+            raise
+
+
+def _abort_unfinished_response(connection: object) -> None:
+    """Drop a connection whose response started but will not finish (uvicorn's h11/httptools
+    protocols): nothing more can be sent on it.
+
+    Aborted, not closed: `abort()` schedules the protocol's connection_lost at once, so by the
+    time the cancellation reaches the request uvicorn counts the client as gone, and logs
+    nothing beyond the app's own line ("returned without completing response" otherwise).
+    """
+    cycle = getattr(connection, "cycle", None)
+    transport = getattr(connection, "transport", None)
+    if (
+        cycle is not None
+        and transport is not None
+        and cycle.response_started
+        and not cycle.response_complete
+    ):
+        transport.abort()
 
 
 def _awaiting_first_request(connection: object) -> bool:
@@ -98,6 +158,9 @@ def _awaiting_first_request(connection: object) -> bool:
 class UvicornWorker(StockUvicornWorker):  # type: ignore[misc]
     """Use as `worker_class = "app.gunicorn_worker.UvicornWorker"` (see gunicorn.conf.py)."""
 
+    # Created once this worker accepts connections; gunicorn.conf.py's post_fork hook names it.
+    ready_marker: Path | None = None
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.config.timeout_graceful_shutdown = graceful_shutdown_timeout(
@@ -105,11 +168,26 @@ class UvicornWorker(StockUvicornWorker):  # type: ignore[misc]
         )
 
     async def _serve(self) -> None:
-        # Same as the stock worker, with the draining-aware server.
+        # Same as the stock worker, with the draining-aware server, and the listening sockets
+        # unwrapped: gunicorn's wrapper is no socket.socket, so uvloop, having closed the file
+        # descriptor itself when the server stops accepting, then calls the wrapper's close(),
+        # which closes it a second time (EBADF, logged by gunicorn as "Error while closing
+        # socket"; had another thread opened a file in between, that file would be closed). A
+        # real socket uvloop detaches instead, and later closes (uvicorn's, gunicorn's) find
+        # nothing left to close. asyncio's own loop closes the socket once either way.
         self.config.app = self.wsgi
-        server = _DrainingServer(config=self.config)
+        server = _DrainingServer(config=self.config, on_ready=self._mark_ready)
         self._install_sigquit_handler()
         tune_garbage_collector()
-        await server.serve(sockets=self.sockets)
+        await server.serve(sockets=[listener.sock for listener in self.sockets])
         if not server.started:
             sys.exit(Arbiter.WORKER_BOOT_ERROR)
+
+    def _mark_ready(self) -> None:
+        if self.ready_marker is None:
+            return
+        try:
+            self.ready_marker.touch()
+        except OSError as exc:
+            # Serving matters more than the mark: only a rolling restart waits for it.
+            self.log.warning("Could not mark the worker ready (%s): %s", self.ready_marker, exc)

@@ -2,13 +2,18 @@
 
 `GET /ops-test/slow?seconds=` sleeps without blocking the loop and first appends its request id
 to OPS_TEST_STARTED_FILE, so a test knows exactly which requests the server had accepted.
-`GET /ops-test/block` blocks its worker's event loop until OPS_TEST_RELEASE_FILE exists (that
-worker accepts nothing meanwhile). `GET /ops-test/pid` names the worker that answered.
+`GET /ops-test/stream?seconds=` does the same, but sends its first line before it sleeps (a
+response already under way). `GET /ops-test/block` blocks its worker's event loop until
+OPS_TEST_RELEASE_FILE exists (that worker accepts nothing meanwhile). `GET /ops-test/pid` names
+the worker that answered.
 """
 
 import asyncio
 import os
 import time
+from collections.abc import AsyncIterator
+
+from fastapi.responses import StreamingResponse
 
 from app.main import create_app
 from app.observability.context import current_request
@@ -32,6 +37,17 @@ async def slow(seconds: float) -> dict[str, object]:
     return {"slept": seconds, "pid": os.getpid()}
 
 
+async def stream(seconds: float) -> StreamingResponse:
+    _record_start()
+
+    async def lines() -> AsyncIterator[bytes]:
+        yield b"started\n"
+        await asyncio.sleep(seconds)
+        yield b"finished\n"
+
+    return StreamingResponse(lines(), media_type="text/plain")
+
+
 def _wait_for_release() -> None:
     deadline = time.monotonic() + 60
     while _RELEASE_FILE and not os.path.exists(_RELEASE_FILE) and time.monotonic() < deadline:
@@ -50,5 +66,6 @@ async def pid() -> dict[str, int]:
 
 
 app.add_api_route("/ops-test/slow", slow)
+app.add_api_route("/ops-test/stream", stream)
 app.add_api_route("/ops-test/block", block)
 app.add_api_route("/ops-test/pid", pid)

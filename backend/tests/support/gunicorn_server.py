@@ -17,6 +17,7 @@ from tests.support.wait import wait_until_sync
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 GUNICORN = Path(sys.executable).parent / "gunicorn"
+ROLLING_RESTART = REPO_ROOT / "scripts" / "rolling_restart.sh"
 TEST_JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 
 
@@ -54,9 +55,11 @@ class GunicornServer:
             "DATA_DIR": str(self.workdir / "data"),
             "OPS_TEST_STARTED_FILE": str(self.started_file),
             "OPS_TEST_RELEASE_FILE": str(self.release_file),
+            "GUNICORN_READY_DIR": str(self.workdir),
             **(env or {}),
         }
-        self.env.pop("REDIS_URL", None)
+        if not env or "REDIS_URL" not in env:
+            self.env.pop("REDIS_URL", None)  # the machine's Redis is not the test's
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -100,6 +103,23 @@ class GunicornServer:
             return httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200
         except httpx.HTTPError:
             return False
+
+    @property
+    def pid(self) -> int:
+        """The master's pid."""
+        assert self.process is not None
+        return self.process.pid
+
+    def rolling_restart(self, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        """Run scripts/rolling_restart.sh against this master and wait for it to finish."""
+        return subprocess.run(
+            [str(ROLLING_RESTART), str(self.pid)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
     def signal(self, sig: signal.Signals) -> None:
         assert self.process is not None
