@@ -1,27 +1,34 @@
 """Async engine and per-request sessions: Postgres via asyncpg, or the embedded SQLite file."""
 
+import asyncio
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import orjson
 from sqlalchemy import Select, event
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, QueuePool
 
 from app.config import Settings
 from app.errors import DatabaseTimeout, DatabaseUnavailable, ServiceBusy
 
 logger = logging.getLogger(__name__)
+
+# Areas of routes, each with its own share of the main pool's connections (AreaBudget).
+Area = Literal["assessments", "admin", "default"]
+# Execution option giving a transaction its own statement budget in ms (set with SET LOCAL).
+STATEMENT_TIMEOUT_OPTION = "statement_timeout_ms"
 
 
 def _json_serializer(value: Any) -> str:
@@ -60,6 +67,9 @@ _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
     asyncpg.ReadOnlySQLTransactionError,
+    # The driver's protocol state broke with the connection: e.g. a backend terminated while
+    # its connection sat idle in a pool leaves it "consuming an error" when the next query runs.
+    asyncpg.InternalClientError,
 )
 
 
@@ -118,8 +128,10 @@ def _translate_faults(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "handle_error")
     def _on_error(context: Any) -> None:
-        # A failed pre-ping is SQLAlchemy's to handle: it replaces the dead connection.
-        if context.is_pre_ping:
+        # A failed pre-ping is SQLAlchemy's to handle: it replaces the dead connection. A
+        # cancellation (asyncio.timeout, a request cut short) is its canceller's: SQLAlchemy
+        # counts it as a disconnect, but raising a fault here would swallow it.
+        if context.is_pre_ping or not isinstance(context.original_exception, Exception):
             return
         # Raising here replaces SQLAlchemy's exception; a lost connection is still invalidated.
         fault = database_fault(context.original_exception, disconnect=context.is_disconnect)
@@ -152,13 +164,14 @@ def create_engine(settings: Settings, *, role: str = "web") -> AsyncEngine:
                 "prepared_statement_name_func": _unnamed_statement,
                 "server_settings": server_settings,
                 # Autocommit reads have no transaction to carry SET LOCAL: asyncpg cancels
-                # them on the server (through the pooler) when this runs out.
-                "command_timeout": settings.db_statement_timeout_ms / 1000 or None,
+                # them on the server (through the pooler) when this runs out. It is per
+                # connection, so it must leave room for the longest per-transaction budget.
+                "command_timeout": _longest_budget_ms(settings) / 1000 or None,
                 **tls,
             },
         )
         # Poolers drop startup options, so the timeouts are set per transaction instead.
-        _set_local_timeouts(engine, settings)
+        _set_transaction_timeouts(engine, settings)
         _translate_faults(engine)
         return engine
 
@@ -174,8 +187,16 @@ def create_engine(settings: Settings, *, role: str = "web") -> AsyncEngine:
         pool_pre_ping=True,
         connect_args={"server_settings": server_settings, **tls},
     )
+    # Only transactions with a budget of their own (admin reads) set one.
+    _set_transaction_timeouts(engine, settings)
     _translate_faults(engine)
     return engine
+
+
+def _longest_budget_ms(settings: Settings) -> int:
+    """The longest statement budget a transaction on the engine may have (0: unlimited)."""
+    budgets = (settings.db_statement_timeout_ms, settings.db_admin_statement_timeout_ms)
+    return 0 if 0 in budgets else max(budgets)
 
 
 def _tls(settings: Settings) -> dict[str, Any]:
@@ -221,17 +242,37 @@ def _create_sqlite_engine(settings: Settings) -> AsyncEngine:
     return engine
 
 
-def _set_local_timeouts(engine: AsyncEngine, settings: Settings) -> None:
-    # Both in one statement per transaction (set_config(..., true) is SET LOCAL).
-    statement = (
-        f"SELECT set_config('statement_timeout', '{int(settings.db_statement_timeout_ms)}', true),"
-        f" set_config('lock_timeout', '{int(settings.db_lock_timeout_ms)}', true)"
-    )
+def _timeouts_statement(statement_timeout_ms: int, lock_timeout_ms: int | None) -> str:
+    # One statement per transaction; set_config(..., true) is SET LOCAL.
+    statement = f"SELECT set_config('statement_timeout', '{int(statement_timeout_ms)}', true)"
+    if lock_timeout_ms is not None:
+        statement += f", set_config('lock_timeout', '{int(lock_timeout_ms)}', true)"
+    return statement
+
+
+def _set_transaction_timeouts(engine: AsyncEngine, settings: Settings) -> None:
+    """Set timeouts at the start of each transaction that needs them, with SET LOCAL.
+
+    Behind a pooler (no startup options) every transaction sets both, with its own statement
+    budget (STATEMENT_TIMEOUT_OPTION) if it has one. Directly the connection's timeouts apply,
+    and only a transaction with its own budget sets it: no round trip for the others.
+    """
+    pooled = settings.use_external_pooler
+    lock_timeout = settings.db_lock_timeout_ms
+    default = _timeouts_statement(settings.db_statement_timeout_ms, lock_timeout)
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
-            connection.exec_driver_sql(statement)
+        options = connection.get_execution_options()
+        if options.get("isolation_level") == "AUTOCOMMIT":
+            return
+        budget: int | None = options.get(STATEMENT_TIMEOUT_OPTION)
+        if budget is not None:
+            connection.exec_driver_sql(
+                _timeouts_statement(budget, lock_timeout if pooled else None)
+            )
+        elif pooled:
+            connection.exec_driver_sql(default)
 
 
 async def _init_read_connection(connection: asyncpg.Connection) -> None:
@@ -250,6 +291,12 @@ async def _keep_session(_connection: asyncpg.Connection) -> None:
     return None
 
 
+def _asyncpg_dsn(settings: Settings) -> str:
+    """The database URL in asyncpg's own spelling."""
+    url = make_url(settings.sqlalchemy_url).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
 async def create_read_pool(settings: Settings, *, role: str) -> asyncpg.Pool | None:
     """On Postgres, a plain asyncpg pool for the hottest reads (None elsewhere).
 
@@ -266,7 +313,7 @@ async def create_read_pool(settings: Settings, *, role: str) -> asyncpg.Pool | N
         server_settings["statement_timeout"] = str(settings.db_read_statement_timeout_ms)
         server_settings["lock_timeout"] = str(settings.db_lock_timeout_ms)
     return await asyncpg.create_pool(
-        url.set(drivername="postgresql").render_as_string(hide_password=False),
+        _asyncpg_dsn(settings),
         min_size=0,
         max_size=settings.db_read_pool_size,
         # Idle connections are closed, like the engine's pool_recycle.
@@ -281,33 +328,172 @@ async def create_read_pool(settings: Settings, *, role: str) -> asyncpg.Pool | N
     )
 
 
+class AreaBudget:
+    """At most `limit` of the main pool's connections for one area's requests at a time.
+
+    A request over the limit waits up to `wait_seconds` for one of the area's connections,
+    then gets 503 service_busy: a lock on one area's tables parks that area's connections
+    only. `limit` None (no local pool: NullPool, SQLite) admits everything.
+    """
+
+    def __init__(self, limit: int | None, wait_seconds: float) -> None:
+        self.limit = limit
+        self.in_use = 0
+        self._wait_seconds = wait_seconds
+        self._semaphore = None if limit is None else asyncio.Semaphore(limit)
+
+    async def __aenter__(self) -> None:
+        semaphore = self._semaphore
+        if semaphore is not None:
+            if semaphore.locked():
+                try:
+                    async with asyncio.timeout(self._wait_seconds):
+                        await semaphore.acquire()
+                except TimeoutError:
+                    raise ServiceBusy() from None
+            else:
+                # A free slot is taken without suspending: no timer on the common path.
+                await semaphore.acquire()
+        self.in_use += 1
+
+    async def __aexit__(self, *_exc_info: object) -> None:
+        self.in_use -= 1
+        if self._semaphore is not None:
+            self._semaphore.release()
+
+
+def _pool_capacity(settings: Settings) -> int | None:
+    """Connections the engine's pool may hold at once; None without a local pool to share."""
+    if make_url(settings.sqlalchemy_url).get_backend_name() != "postgresql":
+        return None
+    if settings.use_external_pooler:
+        return settings.db_pooler_client_pool_size or None
+    return settings.db_pool_size + settings.db_max_overflow
+
+
+def _area_budgets(settings: Settings) -> dict[Area, AreaBudget]:
+    capacity = _pool_capacity(settings)
+    shares: dict[Area, float] = {
+        "assessments": settings.db_assessments_pool_share,
+        "admin": settings.db_admin_pool_share,
+        "default": settings.db_default_pool_share,
+    }
+    return {
+        area: AreaBudget(
+            None if capacity is None else max(1, int(capacity * share)),
+            settings.db_pool_timeout_seconds,
+        )
+        for area, share in shares.items()
+    }
+
+
 @dataclass
 class Database:
     """The engine, a session factory for writes, an autocommit engine for plain reads, and on
-    Postgres a driver-level pool for the hottest reads (see CompiledRead)."""
+    Postgres a driver-level pool for the hottest reads (see CompiledRead).
 
+    Requests reach the engine through `session(area)`, `read_connection(area)` and
+    `report_connection()`, which keep each area of routes within its share of the pool.
+    """
+
+    settings: Settings
+    role: str
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     read_engine: AsyncEngine
+    # Admin reads: transactions with the longer DB_ADMIN_STATEMENT_TIMEOUT_MS.
+    report_engine: AsyncEngine
+    budgets: dict[Area, AreaBudget]
     # Opened by open_read_pool() in the app lifespan; scripts without it read through the engine.
     read_pool: asyncpg.Pool | None = None
-    # How long a read waits for a free read-pool connection before 503 service_busy.
-    read_pool_wait_seconds: float = 10.0
+    # How long a request waits for a connection (its area's, the read pool's) before 503.
+    pool_wait_seconds: float = 10.0
 
     @classmethod
     def create(cls, settings: Settings, *, role: str = "web") -> "Database":
         engine = create_engine(settings, role=role)
         return cls(
+            settings=settings,
+            role=role,
             engine=engine,
             sessionmaker=async_sessionmaker(engine, expire_on_commit=False, autoflush=False),
             # Reads that need no transaction skip BEGIN/ROLLBACK round trips; same pool.
             read_engine=engine.execution_options(isolation_level="AUTOCOMMIT"),
-            read_pool_wait_seconds=settings.db_pool_timeout_seconds,
+            report_engine=engine.execution_options(
+                **{STATEMENT_TIMEOUT_OPTION: settings.db_admin_statement_timeout_ms}
+            ),
+            budgets=_area_budgets(settings),
+            pool_wait_seconds=settings.db_pool_timeout_seconds,
         )
 
     async def open_read_pool(self, settings: Settings, *, role: str) -> None:
         """Open the driver-level read pool (Postgres only; connections are made on demand)."""
         self.read_pool = await create_read_pool(settings, role=role)
+
+    @asynccontextmanager
+    async def session(self, area: Area) -> AsyncIterator[AsyncSession]:
+        """A session whose connection counts against `area`'s share of the pool."""
+        async with self.budgets[area], self.sessionmaker() as session:
+            yield session
+
+    @asynccontextmanager
+    async def read_connection(self, area: Area) -> AsyncIterator[AsyncConnection]:
+        """An autocommit connection (no transaction round trips) within `area`'s share."""
+        async with self.budgets[area], self.read_engine.connect() as connection:
+            yield connection
+
+    @asynccontextmanager
+    async def report_connection(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for admin reports and search, within the admin area's share: one
+        transaction with the longer DB_ADMIN_STATEMENT_TIMEOUT_MS, set per transaction so it
+        holds behind a pooler too."""
+        async with self.budgets["admin"], self.report_engine.begin() as connection:
+            yield connection
+
+    def _engine_pool_full(self) -> bool:
+        pool = self.engine.sync_engine.pool
+        capacity = _pool_capacity(self.settings)
+        if capacity is None or not isinstance(pool, QueuePool):
+            return False
+        return pool.checkedout() >= capacity
+
+    def _read_pool_full(self) -> bool:
+        pool = self.read_pool
+        if pool is None:
+            return False
+        in_use: int = pool.get_size() - pool.get_idle_size()
+        limit: int = pool.get_max_size()
+        return in_use >= limit
+
+    async def probe(self) -> Literal["ok", "busy"]:
+        """SELECT 1 for readiness: "ok", or "busy" when a pool has no free connection.
+
+        The probe never queues behind requests: with the engine's pool taken it runs on a
+        one-off connection. Raises the driver's error when the database cannot be reached;
+        the caller bounds the wait.
+        """
+        engine_full = self._engine_pool_full()
+        if engine_full:
+            await self._probe_one_off()
+        else:
+            async with self.read_engine.connect() as connection:
+                await connection.exec_driver_sql("SELECT 1")
+        return "busy" if engine_full or self._read_pool_full() else "ok"
+
+    async def _probe_one_off(self) -> None:
+        connection = await asyncpg.connect(
+            _asyncpg_dsn(self.settings),
+            statement_cache_size=0,
+            server_settings={
+                "application_name": f"{self.settings.db_application_name}-{self.role}-probe"
+            },
+            **_tls(self.settings),
+        )
+        try:
+            # The simple query protocol: no statement prepared, fine behind a pooler.
+            await connection.execute("SELECT 1")
+        finally:
+            await connection.close()
 
     async def dispose(self) -> None:
         if self.read_pool is not None:
@@ -319,6 +505,19 @@ def contains_pattern(term: str) -> str:
     """A LIKE pattern matching `term` anywhere, its wildcards escaped (use with escape="\\")."""
     escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
+
+
+# Driver errors that mean a read's connection died under it (terminated backend, server crash,
+# pooler restart; asyncpg reports most as "connection was closed in the middle of operation").
+# Unlike a timeout, nothing of the connection is left, and a new one can run the read again.
+_CONNECTION_LOST_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    # Found by the fault drills: a backend terminated while its connection was idle in the pool
+    # ("cannot switch to state 11; another operation (2) is in progress").
+    asyncpg.InternalClientError,
+)
 
 
 class CompiledRead:
@@ -342,7 +541,11 @@ class CompiledRead:
         return self._compiled
 
     async def fetch(self, database: Database, **params: Any) -> list[dict[str, Any]]:
-        """The rows as dicts."""
+        """The rows as dicts.
+
+        A read whose connection turns out dead is run once more on a new connection: a SELECT
+        has no effect to repeat. Timeouts and failures to connect are not retried.
+        """
         if database.read_pool is None:
             async with database.read_engine.connect() as connection:
                 result = await connection.execute(self.statement, params)
@@ -350,13 +553,28 @@ class CompiledRead:
         sql, names, defaults = self._compile(database.engine.dialect)
         arguments = [params[name] if name in params else defaults[name] for name in names]
         pool = database.read_pool
+        retried = False
         with _faults_translated():
-            try:
-                connection = await pool.acquire(timeout=database.read_pool_wait_seconds)
-            except TimeoutError:
-                raise ServiceBusy() from None
-            try:
-                records = await connection.fetch(sql, *arguments)
-            finally:
-                await pool.release(connection)
+            while True:
+                try:
+                    connection = await pool.acquire(timeout=database.pool_wait_seconds)
+                except TimeoutError:
+                    raise ServiceBusy() from None
+                try:
+                    records = await connection.fetch(sql, *arguments)
+                    break
+                except _CONNECTION_LOST_ERRORS as exc:
+                    # Never back into the pool: its protocol state may not have caught up yet.
+                    # (The pool may already have detached a connection it saw close.)
+                    with suppress(asyncpg.InterfaceError):
+                        connection.terminate()
+                    if retried:
+                        raise
+                    retried = True
+                    logger.warning(
+                        "Read pool: connection lost (%s); retrying the read once on a new one",
+                        type(exc).__name__,
+                    )
+                finally:
+                    await pool.release(connection)
         return [dict(record) for record in records]

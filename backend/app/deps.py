@@ -1,7 +1,7 @@
 """Typed request dependencies: the one way routes and middleware reach settings and the
 process's resources, plus the caller's identity and role checks."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -9,7 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.config import Settings
-from app.database import Database
+from app.database import Area, Database
 from app.domain.auth import PasswordService
 from app.errors import Forbidden, NotAuthenticated
 from app.middleware.shutdown import DrainState
@@ -71,20 +71,27 @@ def get_passwords(request: Request) -> PasswordService:
     return resources_of(request.app).passwords
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One session per request; commits when the route returns, rolls back on error.
+def session_for(area: Area) -> Callable[[Request], AsyncIterator[AsyncSession]]:
+    """The dependency giving each request of `area` one session within the area's share of the
+    pool (503 service_busy past the wait); it commits when the route returns, rolls back on
+    error.
 
     Used with ``scope="function"`` so the commit runs before the response is sent: a failing
     commit becomes an error response instead of a 200 for work that was lost.
     """
-    async with get_database(request).sessionmaker() as session:
-        yield session
-        await session.commit()
+
+    async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+        async with get_database(request).session(area) as session:
+            yield session
+            await session.commit()
+
+    return get_session
 
 
-async def get_read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
-    """An autocommit connection for read-only routes (no transaction round trips)."""
-    async with get_database(request).read_engine.connect() as connection:
+async def get_report_connection(request: Request) -> AsyncIterator[AsyncConnection]:
+    """A read-only connection for admin reports and lists: the admin area's share of the pool
+    and the longer DB_ADMIN_STATEMENT_TIMEOUT_MS."""
+    async with get_database(request).report_connection() as connection:
         yield connection
 
 
@@ -96,8 +103,13 @@ JobQueueDep = Annotated[JobQueue, Depends(get_job_queue)]
 AIDep = Annotated[AIService, Depends(get_ai)]
 BreakersDep = Annotated[BreakerRegistry, Depends(get_breakers)]
 PasswordsDep = Annotated[PasswordService, Depends(get_passwords)]
-SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
-ReadConnDep = Annotated[AsyncConnection, Depends(get_read_connection, scope="function")]
+# Sessions by area of routes: a lock on one area's tables cannot take the others' connections.
+SessionDep = Annotated[AsyncSession, Depends(session_for("default"), scope="function")]
+AssessmentSessionDep = Annotated[
+    AsyncSession, Depends(session_for("assessments"), scope="function")
+]
+AdminSessionDep = Annotated[AsyncSession, Depends(session_for("admin"), scope="function")]
+ReportConnDep = Annotated[AsyncConnection, Depends(get_report_connection, scope="function")]
 
 
 def verify_bearer(settings: Settings, credentials: HTTPAuthorizationCredentials) -> TokenClaims:

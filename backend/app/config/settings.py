@@ -82,6 +82,17 @@ class Settings(BaseSettings):
     # Budget of the hot reads on the read pool (job listing and detail): shorter than the
     # statement timeout, so a slow listing gives its connection back long before a report would.
     db_read_statement_timeout_ms: int = Field(5_000, ge=0)
+    # Budget of the admin reads (dashboard, candidate lists and search, results), set per
+    # transaction: longer than an ordinary route's, and below the ALB's and gunicorn's 60 s.
+    db_admin_statement_timeout_ms: int = Field(50_000, ge=0)
+    # Each area of routes may hold at most this share of the main pool's connections (at least
+    # one), so a lock on one area's tables parks only that area's requests: test taking
+    # (/api/tests), admin (/api/admin) and everything else. The shares may add up to more than 1;
+    # 1 lets an area take the whole pool. An area over its share waits DB_POOL_TIMEOUT_SECONDS
+    # for one of its connections, then gets 503 service_busy.
+    db_assessments_pool_share: float = Field(0.6, gt=0, le=1)
+    db_admin_pool_share: float = Field(0.3, gt=0, le=1)
+    db_default_pool_share: float = Field(0.6, gt=0, le=1)
     db_application_name: str = "hiring-pro-backend"
 
     # Redis. No REDIS_URL means the in-process memory backend.

@@ -6,12 +6,12 @@ from fastapi import APIRouter, Query, Request, status
 from starlette.responses import Response
 
 from app.deps import (
+    AdminSessionDep,
     AdminUser,
     AIDep,
     CacheDep,
     DatabaseDep,
-    ReadConnDep,
-    SessionDep,
+    ReportConnDep,
     SettingsDep,
 )
 from app.domain import assessments, attempts, candidate_search, jobs, profiles, reports
@@ -39,7 +39,7 @@ async def dashboard(
     """Headline counts for the admin home page (cached briefly; the same for every admin)."""
 
     async def compute() -> bytes:
-        async with database.read_engine.connect() as connection:
+        async with database.report_connection() as connection:
             counts = await reports.dashboard(connection)
         return DashboardOut.model_validate(counts).model_dump_json().encode()
 
@@ -48,7 +48,7 @@ async def dashboard(
 
 @router.get("/candidates")
 async def list_candidates(
-    user: AdminUser, connection: ReadConnDep, page: Page = 1, page_size: PageSize = 20
+    user: AdminUser, connection: ReportConnDep, page: Page = 1, page_size: PageSize = 20
 ) -> CandidateListOut:
     """Candidates, newest first."""
     return CandidateListOut.model_validate(
@@ -68,7 +68,7 @@ async def search_candidates(
     """Candidates ranked by how well their skills and summary match `q`."""
 
     async def compute() -> bytes:
-        async with database.read_engine.connect() as connection:
+        async with database.report_connection() as connection:
             items = await candidate_search.search_candidates(connection, q, limit)
         result = CandidateSearchOut.model_validate({"query": q, "items": items})
         return result.model_dump_json().encode()
@@ -79,7 +79,7 @@ async def search_candidates(
 @router.get("/results")
 async def list_results(
     user: AdminUser,
-    connection: ReadConnDep,
+    connection: ReportConnDep,
     test_id: Annotated[int | None, Query(ge=1)] = None,
     page: Page = 1,
     page_size: PageSize = 20,
@@ -96,7 +96,7 @@ async def list_results(
 async def ai_generate(
     body: AIGenerateIn,
     user: AdminUser,
-    session: SessionDep,
+    database: DatabaseDep,
     cache: CacheDep,
     ai: AIDep,
     settings: SettingsDep,
@@ -109,13 +109,17 @@ async def ai_generate(
     test_id = None
     if body.create_test:
         assert body.title is not None  # enforced by the schema
-        test = await assessments.create_test(
-            session,
-            title=body.title,
-            duration_minutes=body.duration_minutes,
-            description=f"Generated questions on {body.topic} ({body.difficulty}).",
-            questions=generated,
-        )
+        # A session only for the write: a request-long one would hold a place in the admin
+        # area's share of the pool through the AI call (up to GEMINI_TIMEOUT_SECONDS).
+        async with database.session("admin") as session:
+            test = await assessments.create_test(
+                session,
+                title=body.title,
+                duration_minutes=body.duration_minutes,
+                description=f"Generated questions on {body.topic} ({body.difficulty}).",
+                questions=generated,
+            )
+            await session.commit()
         test_id = test.id
     return AIGenerateOut.model_validate(
         {"topic": body.topic, "questions": generated, "test_id": test_id}
@@ -140,7 +144,7 @@ async def list_all_jobs(
 
 
 @router.post("/jobs", status_code=status.HTTP_201_CREATED)
-async def create_job(body: JobCreateIn, user: AdminUser, session: SessionDep) -> AdminJobOut:
+async def create_job(body: JobCreateIn, user: AdminUser, session: AdminSessionDep) -> AdminJobOut:
     """Publish a job."""
     job = await jobs.create_job(session, user.user_id, body.model_dump())
     return AdminJobOut.model_validate(jobs.job_dict(job))
@@ -148,7 +152,7 @@ async def create_job(body: JobCreateIn, user: AdminUser, session: SessionDep) ->
 
 @router.patch("/jobs/{job_id}")
 async def update_job(
-    job_id: int, body: JobUpdateIn, user: AdminUser, session: SessionDep
+    job_id: int, body: JobUpdateIn, user: AdminUser, session: AdminSessionDep
 ) -> AdminJobOut:
     """Change the fields sent."""
     job = await jobs.update_job(session, job_id, body.changes())
@@ -156,6 +160,6 @@ async def update_job(
 
 
 @router.delete("/jobs/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_job(job_id: int, user: AdminUser, session: SessionDep) -> None:
+async def delete_job(job_id: int, user: AdminUser, session: AdminSessionDep) -> None:
     """Remove a job."""
     await jobs.delete_job(session, job_id)

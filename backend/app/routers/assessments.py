@@ -3,7 +3,7 @@
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from app.deps import CacheDep, CandidateUser, CurrentUser, DatabaseDep, SessionDep
+from app.deps import AssessmentSessionDep, CacheDep, CandidateUser, CurrentUser, DatabaseDep
 from app.domain import assessments, attempts
 from app.domain.caching import ASSESSMENTS_AVAILABLE
 from app.http_cache import cached_response
@@ -30,7 +30,7 @@ async def available_tests(
 
     # The same list for every user: one shared entry, no connection taken on a hit.
     async def compute() -> bytes:
-        async with database.read_engine.connect() as connection:
+        async with database.read_connection("assessments") as connection:
             return await assessments.list_available_json(connection)
 
     return await cached_response(request, cache, ASSESSMENTS_AVAILABLE, "all", compute)
@@ -38,7 +38,7 @@ async def available_tests(
 
 @router.post("/start")
 async def start_test(
-    body: StartIn, user: CandidateUser, session: SessionDep, cache: CacheDep
+    body: StartIn, user: CandidateUser, session: AssessmentSessionDep, cache: CacheDep
 ) -> AttemptOut:
     """Start a timed attempt, or resume the open one; questions come without answers."""
     return AttemptOut.model_validate(
@@ -47,7 +47,9 @@ async def start_test(
 
 
 @router.post("/submit")
-async def submit_answers(body: SubmitIn, user: CandidateUser, session: SessionDep) -> SubmitOut:
+async def submit_answers(
+    body: SubmitIn, user: CandidateUser, session: AssessmentSessionDep
+) -> SubmitOut:
     """Save several answers at once (all or none); the attempt stays open until completed."""
     await attempts.save_answers(
         session,
@@ -59,7 +61,9 @@ async def submit_answers(body: SubmitIn, user: CandidateUser, session: SessionDe
 
 
 @router.post("/complete")
-async def complete_test(body: CompleteIn, user: CandidateUser, session: SessionDep) -> ResultOut:
+async def complete_test(
+    body: CompleteIn, user: CandidateUser, session: AssessmentSessionDep
+) -> ResultOut:
     """Finish and score the attempt; calling again returns the same result."""
     return ResultOut.model_validate(
         await attempts.complete_attempt(session, user.user_id, body.attempt_id)
@@ -68,7 +72,7 @@ async def complete_test(body: CompleteIn, user: CandidateUser, session: SessionD
 
 @router.post("/{attempt_id}/answer")
 async def answer_question(
-    attempt_id: int, body: AnswerIn, user: CandidateUser, session: SessionDep
+    attempt_id: int, body: AnswerIn, user: CandidateUser, session: AssessmentSessionDep
 ) -> AnswerOut:
     """Record (or replace) the answer to one question while the attempt is open."""
     answered_at = await attempts.save_answers(

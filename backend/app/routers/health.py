@@ -1,10 +1,14 @@
 """Health routes: liveness, readiness, and a detailed view for operators.
 
 * `GET /health`: liveness for the load balancer; answers from memory, touches nothing.
-* `GET /health/ready`: the database (critical) and Redis (non-critical: `degraded`), each with its
-  latency and a short timeout; 503 when the database is down or the process is draining.
+* `GET /health/ready`: the database (critical) and Redis (non-critical), each with its latency
+  and a short timeout. 503 only when the database cannot be reached or the process is draining;
+  `degraded` (200) when Redis is down or the database answers but a connection pool of this
+  process is full (check status `busy`: requests wait for connections, some get 503
+  service_busy, but restarting the instance would not help).
 * `GET /health/detailed`: version, environment, uptime, checks, breaker states, queue depths and
-  pool statistics; only for admins or clients inside OPS_ALLOWED_NETWORKS.
+  pool statistics (per area of routes too); only for admins or clients inside
+  OPS_ALLOWED_NETWORKS.
 
 Bodies never carry exception text, hostnames or URLs: a failed check says `down`, and the reason
 goes to the log.
@@ -17,7 +21,6 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import text
 from sqlalchemy.pool import QueuePool
 from starlette.responses import Response
 
@@ -35,7 +38,7 @@ logger = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
 _bearer = HTTPBearer(auto_error=False)
 
-CheckStatus = Literal["ok", "down", "disabled"]
+CheckStatus = Literal["ok", "busy", "down", "disabled"]
 
 
 def _check(status: CheckStatus, started: float | None = None) -> dict[str, Any]:
@@ -49,13 +52,16 @@ async def _check_database(database: Database, timeout: float) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         async with asyncio.timeout(timeout):
-            async with database.read_engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
+            # With the pool full the probe runs on a one-off connection: it does not queue
+            # behind requests, so a saturated pool reads `busy`, not `down`.
+            status = await database.probe()
     except Exception as exc:
         # The reason is for operators (log), never for the probe's body.
         logger.warning("Readiness: database check failed (%s)", type(exc).__name__)
         return _check("down", started)
-    return _check("ok", started)
+    if status == "busy":
+        logger.warning("Readiness: the database answers but a connection pool is full")
+    return _check(status, started)
 
 
 async def _check_redis(redis: RedisService, timeout: float) -> dict[str, Any]:  # noqa: ASYNC109
@@ -81,7 +87,7 @@ async def _readiness(request: Request, settings: Settings) -> tuple[str, dict[st
         return "draining", checks
     if database["status"] == "down":
         return "not_ready", checks
-    if redis["status"] == "down":
+    if database["status"] == "busy" or redis["status"] == "down":
         return "degraded", checks
     return "ready", checks
 
@@ -95,8 +101,9 @@ async def liveness() -> dict[str, str]:
 
 @router.get("/health/ready", response_model=None)
 async def readiness(request: Request, settings: SettingsDep) -> Response | dict[str, Any]:
-    """Readiness: 200 `ready` (or `degraded` when only Redis is down), 503 when the database
-    is unreachable or the process is draining for shutdown."""
+    """Readiness: 200 `ready`, or `degraded` when Redis is down or the database answers but a
+    connection pool is full; 503 when the database is unreachable or the process is draining
+    for shutdown."""
     status, checks = await _readiness(request, settings)
     if status in ("not_ready", "draining"):
         message = (
@@ -136,6 +143,11 @@ OpsAccess = Depends(require_ops_access)
 
 def _pool_stats(database: Database) -> dict[str, Any]:
     pool = database.engine.sync_engine.pool
+    # Each area's cap on the pool's connections (null without a local pool) and its use.
+    areas = {
+        area: {"limit": budget.limit, "in_use": budget.in_use}
+        for area, budget in database.budgets.items()
+    }
     if isinstance(pool, QueuePool):
         return {
             "class": type(pool).__name__,
@@ -143,9 +155,10 @@ def _pool_stats(database: Database) -> dict[str, Any]:
             "checked_out": pool.checkedout(),
             "idle": pool.checkedin(),
             "overflow": max(pool.overflow(), 0),
+            "areas": areas,
         }
     # NullPool (DB_POOLER_CLIENT_POOL_SIZE=0 behind a pooler): nothing is kept here.
-    return {"class": type(pool).__name__}
+    return {"class": type(pool).__name__, "areas": areas}
 
 
 async def _queue_depths(queue: JobQueue, timeout: float) -> dict[str, Any]:  # noqa: ASYNC109

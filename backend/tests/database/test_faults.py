@@ -1,12 +1,15 @@
-"""Faults on the direct path that the pool must absorb without the client noticing."""
+"""Faults the engine must absorb without the client noticing, or leave to their owner."""
 
+import asyncio
 from pathlib import Path
 
 import asyncpg
+import pytest
+from sqlalchemy import text
 
 from app.main import create_app
 from tests.conftest import make_settings
-from tests.support.apps import client_for
+from tests.support.apps import AppFactory, client_for
 from tests.support.database import asyncpg_dsn
 from tests.support.factories import auth, candidate_token
 
@@ -33,3 +36,13 @@ async def test_an_idle_connection_killed_by_the_server_is_replaced_by_pre_ping(
         response = await client.get("/api/profile", headers=auth(token))
     assert killed >= 1
     assert response.status_code == 200
+
+
+async def test_a_cancelled_statement_stays_cancelled(app_with: AppFactory) -> None:
+    """Cancellation (a timeout around a query, a request cut short at shutdown) is no database
+    fault: it must reach whoever cancelled, not turn into database_unavailable."""
+    async with app_with() as app, app.state.resources.database.session("default") as session:
+        await session.execute(text("SELECT 1"))
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.2):
+                await session.execute(text("SELECT pg_sleep(30)"))

@@ -290,6 +290,30 @@ async def test_statement_timeout_is_per_transaction_and_the_connection_comes_bac
     assert listing.status_code == 200 and len(listing.json()["items"]) == 1
 
 
+async def test_the_admin_budget_stays_inside_its_transaction(
+    tmp_path: Path, pooler: PoolerFactory, postgres_url: str, database_url: str
+) -> None:
+    # One server connection: what the report's transaction leaves behind, the next one sees.
+    bouncer = pooler(pool_size=1)
+    settings = pooled_settings(
+        tmp_path,
+        bouncer,
+        postgres_url,
+        db_statement_timeout_ms=2000,
+        db_admin_statement_timeout_ms=45_000,
+    )
+    database = Database.create(settings)
+    try:
+        async with database.report_connection() as connection:
+            report = await connection.scalar(text("SHOW statement_timeout"))
+        async with database.session("default") as session:
+            ordinary = await session.scalar(text("SHOW statement_timeout"))
+    finally:
+        await database.dispose()
+    assert (report, ordinary) == ("45s", "2s")
+    assert await _show_timeouts(bouncer, postgres_url) == ("0", "0")
+
+
 async def _ledger_check(postgres_url: str) -> dict[str, Any]:
     connection = await asyncpg.connect(asyncpg_dsn(postgres_url))
     try:

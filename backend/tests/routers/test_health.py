@@ -67,6 +67,37 @@ async def test_database_down_is_not_ready(app_with: AppFactory, redis_url: str) 
     assert_no_leaks(response.text)
 
 
+async def test_a_full_pool_is_degraded_not_unready(app_with: AppFactory) -> None:
+    """Every connection of the pool taken (a burst, a lock): the database still answers on a
+    one-off connection, so the instance says degraded instead of leaving the load balancer."""
+    async with (
+        app_with(db_pool_size=2, db_pooler_client_pool_size=2) as app,
+        client_for(app) as client,
+    ):
+        engine = app.state.resources.database.engine
+        async with engine.connect(), engine.connect():
+            busy = await client.get("/health/ready")
+        after = await client.get("/health/ready")
+    assert busy.status_code == 200
+    body = busy.json()
+    assert body["status"] == "degraded"
+    assert body["checks"]["database"]["status"] == "busy"
+    assert body["checks"]["database"]["latency_ms"] >= 0
+    assert after.json()["status"] == "ready"
+
+
+async def test_a_full_read_pool_is_degraded_not_unready(app_with: AppFactory) -> None:
+    async with (
+        app_with(db_read_pool_size=1) as app,
+        client_for(app) as client,
+        app.state.resources.database.read_pool.acquire(),
+    ):
+        busy = await client.get("/health/ready")
+    assert busy.status_code == 200
+    assert busy.json()["status"] == "degraded"
+    assert busy.json()["checks"]["database"]["status"] == "busy"
+
+
 async def test_redis_down_is_degraded_not_unready(
     app_with: AppFactory, stopped_redis: RedisServer
 ) -> None:
@@ -206,6 +237,20 @@ async def test_detailed_for_operators(app_with: AppFactory, redis_url: str) -> N
     # Behind the transaction pooler: a small pool of pooler connections.
     assert body["database_pool"]["size"] == (10 if POOLED_RUN else 20)
     assert body["database_pool"]["checked_out"] == 0
+    # Each area's share of the pool (20 direct, 10 pooler connections) and its use.
+    assert body["database_pool"]["areas"] == (
+        {
+            "assessments": {"limit": 6, "in_use": 0},
+            "admin": {"limit": 3, "in_use": 0},
+            "default": {"limit": 6, "in_use": 0},
+        }
+        if POOLED_RUN
+        else {
+            "assessments": {"limit": 12, "in_use": 0},
+            "admin": {"limit": 6, "in_use": 0},
+            "default": {"limit": 12, "in_use": 0},
+        }
+    )
     assert "queues" in body
     assert_no_leaks(response.text)
 

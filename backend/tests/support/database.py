@@ -36,6 +36,37 @@ async def tables_locked(url: str, *tables: str) -> AsyncIterator[None]:
         await connection.close()
 
 
+async def lock_waiters(url: str, application_name: str) -> list[int]:
+    """Pids of the backends of `url`'s database, named `application_name`, waiting for a lock."""
+    connection = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        rows = await connection.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name = $1 AND wait_event_type = 'Lock' ORDER BY pid",
+            application_name,
+        )
+    finally:
+        await connection.close()
+    return [row["pid"] for row in rows]
+
+
+async def terminate_backends(url: str, application_name: str, pids: list[int]) -> int:
+    """Terminate those of `pids` that are backends of `url`'s database named `application_name`
+    (the server is shared by every test worker: never anyone else's); how many were."""
+    connection = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        terminated: int = await connection.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE pid = ANY($1) AND datname = current_database() AND application_name = $2"
+            " AND pid <> pg_backend_pid()",
+            pids,
+            application_name,
+        )
+    finally:
+        await connection.close()
+    return terminated
+
+
 def migrate(settings: Settings, revision: str = "head") -> None:
     """Run `alembic upgrade` against the settings' database (call from a thread, not the loop)."""
     # Alembic logs at INFO while importing its plugins; quiet it before the (deferred) import,
