@@ -91,9 +91,12 @@ class InvalidInput(AppError):
 
 
 class ServiceUnavailable(AppError):
+    """A dependency is down: every 503 tells the client when to retry (queue, upstream)."""
+
     status_code = 503
     code = "service_unavailable"
     message = "The service is temporarily unavailable."
+    retry_after_seconds = 5
 
 
 class ServiceBusy(AppError):

@@ -19,6 +19,14 @@ class UpstreamUnavailable(ServiceUnavailable):
     code = "upstream_unavailable"
 
 
+class UpstreamTimeout(UpstreamUnavailable):
+    """An external service did not answer within its time budget (504 to our client)."""
+
+    status_code = 504
+    code = "upstream_timeout"
+    message = "An external service did not answer in time."
+
+
 class UpstreamRejected(AppError):
     """An external service refused our request (4xx) or answered something unusable."""
 
@@ -53,8 +61,9 @@ async def call_upstream(
 ) -> httpx.Response:
     """Send one request through ``breaker`` within ``limit`` seconds in total.
 
-    Raises CircuitOpenError while the breaker is open, UpstreamUnavailable for timeouts,
-    connection errors and 5xx, UpstreamRejected for 4xx. Error details stay in the logs' chain.
+    Raises CircuitOpenError while the breaker is open, UpstreamTimeout when the time is up,
+    UpstreamUnavailable for connection errors and 5xx, UpstreamRejected for 4xx. Error details
+    stay in the logs' chain.
     """
 
     async def send() -> httpx.Response:
@@ -72,5 +81,7 @@ async def call_upstream(
         raise UpstreamRejected(
             service=breaker.name, upstream_status=exc.response.status_code
         ) from exc
-    except (httpx.TransportError, TimeoutError) as exc:
+    except (httpx.TimeoutException, TimeoutError) as exc:
+        raise UpstreamTimeout(service=breaker.name) from exc
+    except httpx.TransportError as exc:
         raise UpstreamUnavailable(service=breaker.name) from exc

@@ -12,11 +12,21 @@ from typing import Any, Protocol
 import aioboto3
 import httpx
 from aiobotocore.config import AioConfig
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    ReadTimeoutError,
+)
 
 from app.config import Settings
 from app.services.circuit_breaker import BreakerRegistry, CircuitBreaker
-from app.services.http_client import UpstreamRejected, UpstreamUnavailable, call_upstream
+from app.services.http_client import (
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    call_upstream,
+)
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,511}$")
 
@@ -129,7 +139,9 @@ class S3Storage:
             if status >= 500:
                 raise UpstreamUnavailable(service=self._breaker.name) from exc
             raise UpstreamRejected(service=self._breaker.name) from exc
-        except (BotoCoreError, TimeoutError) as exc:
+        except (TimeoutError, ConnectTimeoutError, ReadTimeoutError) as exc:
+            raise UpstreamTimeout(service=self._breaker.name) from exc
+        except BotoCoreError as exc:
             raise UpstreamUnavailable(service=self._breaker.name) from exc
 
     async def put(self, key: str, data: bytes, content_type: str) -> None:
