@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import asyncpg
 import orjson
-from sqlalchemy import Select, event
+from sqlalchemy import Select, event, text
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -18,10 +18,11 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 from sqlalchemy.pool import NullPool, QueuePool
 
 from app.config import Settings
-from app.errors import DatabaseTimeout, DatabaseUnavailable, ServiceBusy
+from app.errors import CommitOutcomeUnknown, DatabaseTimeout, DatabaseUnavailable, ServiceBusy
 
 logger = logging.getLogger(__name__)
 
@@ -291,6 +292,15 @@ async def _keep_session(_connection: asyncpg.Connection) -> None:
     return None
 
 
+def _outcome_dsn(settings: Settings) -> str | None:
+    """Where a lost commit's outcome is looked up (None for SQLite): the direct URL when there
+    is one, so a restarting pooler does not stand in the way."""
+    url = make_url(settings.migrations_url or settings.sqlalchemy_url)
+    if url.get_backend_name() != "postgresql":
+        return None
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def _asyncpg_dsn(settings: Settings) -> str:
     """The database URL in asyncpg's own spelling."""
     url = make_url(settings.sqlalchemy_url).set(drivername="postgresql")
@@ -416,7 +426,12 @@ class Database:
             settings=settings,
             role=role,
             engine=engine,
-            sessionmaker=async_sessionmaker(engine, expire_on_commit=False, autoflush=False),
+            sessionmaker=async_sessionmaker(
+                engine,
+                sync_session_class=_WriteTrackingSession,
+                expire_on_commit=False,
+                autoflush=False,
+            ),
             # Reads that need no transaction skip BEGIN/ROLLBACK round trips; same pool.
             read_engine=engine.execution_options(isolation_level="AUTOCOMMIT"),
             report_engine=engine.execution_options(
@@ -495,10 +510,90 @@ class Database:
         finally:
             await connection.close()
 
+    async def commit(self, session: AsyncSession) -> None:
+        """Commit a request's session; when the connection is lost under the COMMIT, ask the
+        database whether the transaction committed instead of guessing.
+
+        A connection can drop after the server committed but before its answer arrived
+        (pooler restart, failover): a plain 503 then told the client its write was refused
+        although it was stored (found by the fault drills). A transaction that wrote fetches
+        its id before COMMIT (one round trip, writes only); if the COMMIT is lost, a new
+        connection looks it up (txid_status): committed → success; aborted → the
+        DatabaseUnavailable as before; undecidable → CommitOutcomeUnknown (503 that says the
+        change may have been saved).
+        """
+        dsn = _outcome_dsn(self.settings)
+        transaction_id: int | None = None
+        if dsn is not None and session.info.get(_WROTE):
+            transaction_id = await session.scalar(text("SELECT txid_current_if_assigned()"))
+        try:
+            await session.commit()
+        except DatabaseUnavailable as lost:
+            if dsn is None or transaction_id is None:
+                raise
+            outcome = await _transaction_outcome(dsn, transaction_id)
+            if outcome == "committed":
+                logger.warning("Database fault: the COMMIT's answer was lost; it committed")
+                return
+            if outcome == "aborted":
+                raise
+            logger.warning("Database fault: commit_outcome_unknown")
+            raise CommitOutcomeUnknown() from lost
+
     async def dispose(self) -> None:
         if self.read_pool is not None:
             await self.read_pool.close()
         await self.engine.dispose()
+
+
+class _WriteTrackingSession(Session):
+    """The ORM session behind every AsyncSession here: notes in `info` when its transaction
+    wrote (Database.commit asks for a lost commit's outcome only then)."""
+
+
+_WROTE = "wrote"
+# How often, and how far apart, a lost commit's transaction is looked up while still running.
+_OUTCOME_LOOKUPS = 5
+_OUTCOME_LOOKUP_INTERVAL = 0.2
+
+
+@event.listens_for(_WriteTrackingSession, "after_flush")
+def _flushed(session: Session, _context: Any) -> None:
+    session.info[_WROTE] = True
+
+
+@event.listens_for(_WriteTrackingSession, "do_orm_execute")
+def _executed(state: ORMExecuteState) -> None:
+    if state.is_insert or state.is_update or state.is_delete:
+        state.session.info[_WROTE] = True
+
+
+@event.listens_for(_WriteTrackingSession, "after_transaction_end")
+def _ended(session: Session, transaction: SessionTransaction) -> None:
+    # Only the outermost transaction: a flush runs in an inner one of its own.
+    if transaction.parent is None:
+        session.info.pop(_WROTE, None)
+
+
+async def _transaction_outcome(dsn: str, transaction_id: int) -> str | None:
+    """txid_status of a transaction, on a connection of its own: "committed", "aborted", or
+    None when it cannot be decided (the database unreachable, still in progress)."""
+    for _ in range(_OUTCOME_LOOKUPS):
+        try:
+            connection = await asyncpg.connect(dsn, timeout=2, statement_cache_size=0)
+            try:
+                status = await connection.fetchval(
+                    "SELECT txid_status($1::bigint)", transaction_id, timeout=2
+                )
+            finally:
+                await connection.close()
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            status = None
+        if status in ("committed", "aborted"):
+            return str(status)
+        # In progress: its server connection has not yet noticed the client is gone.
+        await asyncio.sleep(_OUTCOME_LOOKUP_INTERVAL)
+    return None
 
 
 def contains_pattern(term: str) -> str:

@@ -81,9 +81,10 @@ def session_for(area: Area) -> Callable[[Request], AsyncIterator[AsyncSession]]:
     """
 
     async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-        async with get_database(request).session(area) as session:
+        database = get_database(request)
+        async with database.session(area) as session:
             yield session
-            await session.commit()
+            await database.commit(session)
 
     return get_session
 

@@ -127,6 +127,17 @@ class DatabaseUnavailable(AppError):
     retry_after_seconds = 2
 
 
+class CommitOutcomeUnknown(DatabaseUnavailable):
+    """The connection was lost during COMMIT and the database could not be asked afterwards
+    whether the transaction committed: the change may or may not have been saved."""
+
+    code = "commit_outcome_unknown"
+    message = (
+        "The connection to the database was lost while saving; the change may have been saved."
+        " Check before sending it again."
+    )
+
+
 def error_body(code: str, message: str, **extra: Any) -> bytes:
     """Serialise the shared error shape."""
     return orjson.dumps({"error": {"code": code, "message": message, **extra}})

@@ -60,6 +60,8 @@ WEB_ENV = {
 }
 # How long each drill's fault lasts: past the budgets it trips (1-3 s), short enough for CI.
 FAULT_SECONDS = 4.0
+# Pause of each client thread between its requests (6 threads: up to ~120 requests/s).
+PACING_SECONDS = 0.05
 # A request's client timeout: far beyond every server-side budget, so a timeout is a finding.
 CLIENT_TIMEOUT = 60.0
 RETRYABLE = (429, 503, 504)
@@ -133,6 +135,12 @@ class Call:
     @property
     def ok(self) -> bool:
         return self.status is not None and 200 <= self.status < 300
+
+    @property
+    def refused(self) -> bool:
+        """The server said the request did not happen (no answer, or a commit whose outcome
+        the server could not learn, leaves it unknown)."""
+        return self.status is not None and not self.ok and self.error != "commit_outcome_unknown"
 
     @property
     def label(self) -> str:
@@ -228,7 +236,9 @@ class Traffic:
         sequence = itertools.count()
         with httpx.Client(base_url=self.url, timeout=CLIENT_TIMEOUT, limits=limits) as client:
             for op in itertools.cycle(self.ops):
-                if self._stop.is_set():
+                # Paced: a steady load, not a saturating one that would starve the suite's
+                # other tests of CPU (the drills run beside them on 2 cores).
+                if self._stop.wait(PACING_SECONDS):
                     return
                 self._call(client, candidate, op, next(sequence))
 
@@ -285,25 +295,20 @@ class Traffic:
         started = time.monotonic()
         with self._lock:
             self._in_flight[op] += 1
+        status: int | None = None
+        error: str | None
+        violation: str | None
         try:
             response = send(client)
         except httpx.HTTPError as exc:
-            call = Call(op, key, value, None, type(exc).__name__, "no answer", started, 0.0)
+            error, violation = type(exc).__name__, "no answer"
         else:
-            call = Call(
-                op,
-                key,
-                value,
-                response.status_code,
-                _error_code(response),
-                contract_violation(response),
-                started,
-                0.0,
-            )
-        finished = Call(**{**call.__dict__, "ended": time.monotonic()})
+            status = response.status_code
+            error, violation = _error_code(response), contract_violation(response)
+        call = Call(op, key, value, status, error, violation, started, time.monotonic())
         with self._lock:
             self._in_flight[op] -= 1
-            self.calls.append(finished)
+            self.calls.append(call)
 
 
 @dataclass(frozen=True)
@@ -321,7 +326,7 @@ async def check_ledger(postgres_url: str, calls: Sequence[Call]) -> Ledger:
     Answers replace each other per (attempt, question), and one thread writes each key in
     order: the stored text must be the last acknowledged one (a later refused write must not
     have landed). Job titles are unique per call: acknowledged once, refused never. A call
-    without an HTTP answer has an unknown outcome and may be either.
+    without an HTTP answer, or answered commit_outcome_unknown, may be either.
     """
     writes = [call for call in calls if call.op in ("answer", "create_job")]
     connection = await asyncpg.connect(asyncpg_dsn(postgres_url))
@@ -354,15 +359,17 @@ async def check_ledger(postgres_url: str, calls: Sequence[Call]) -> Ledger:
             by_key[call.key].append(call)
         elif call.ok and job_counts[call.value] != 1:
             (lost if job_counts[call.value] == 0 else duplicated).append(call.value)
-        elif call.status is not None and not call.ok and job_counts[call.value]:
+        elif call.refused and job_counts[call.value]:
             refused_but_written.append(call.value)
     for key, answers in by_key.items():
         stored = stored_answers.get(key)
         acknowledged = [index for index, call in enumerate(answers) if call.ok]
-        refused = {call.value for call in answers if call.status is not None and not call.ok}
+        refused = {call.value for call in answers if call.refused}
         if acknowledged:
             last = acknowledged[-1]
-            possible = {answers[last].value} | {c.value for c in answers[last:] if c.status is None}
+            possible = {answers[last].value} | {
+                c.value for c in answers[last:] if not c.ok and not c.refused
+            }
             if stored not in possible:
                 target = refused_but_written if stored in refused else lost
                 target.append(f"{key}: {answers[last].value} (stored {stored})")
@@ -370,7 +377,7 @@ async def check_ledger(postgres_url: str, calls: Sequence[Call]) -> Ledger:
             refused_but_written.append(f"{key}: {stored}")
     return Ledger(
         acknowledged=sum(1 for call in writes if call.ok),
-        refused=sum(1 for call in writes if call.status is not None and not call.ok),
+        refused=sum(1 for call in writes if call.refused),
         lost=lost,
         duplicated=duplicated,
         refused_but_written=refused_but_written,

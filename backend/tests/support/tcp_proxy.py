@@ -27,6 +27,8 @@ class TcpProxy:
         self._accepting: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
+        # Directions whose bytes are dropped instead of forwarded ("to_server", "to_client").
+        self.muted: set[str] = set()
 
     @property
     def url(self) -> str:
@@ -60,6 +62,7 @@ class TcpProxy:
             with contextlib.suppress(OSError):
                 connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 connection.shutdown(socket.SHUT_RDWR)
+        self.muted.clear()
 
     def _accept(self, listener: socket.socket) -> None:
         while True:
@@ -76,8 +79,14 @@ class TcpProxy:
                 self._connections.update((client, server))
             threading.Thread(target=self._pipe, args=(client, server), daemon=True).start()
 
+    def mute(self, direction: str) -> None:
+        """Drop instead of forward what is sent "to_server" or "to_client" from now on (a
+        request or an answer lost on the way), until down()."""
+        self.muted.add(direction)
+
     def _pipe(self, client: socket.socket, server: socket.socket) -> None:
         peers = {client: server, server: client}
+        direction = {client: "to_server", server: "to_client"}
         with selectors.DefaultSelector() as selector:
             for sock in peers:
                 selector.register(sock, selectors.EVENT_READ)
@@ -89,7 +98,8 @@ class TcpProxy:
                         data = source.recv(_CHUNK)
                         if not data:
                             return
-                        peers[source].sendall(data)
+                        if direction[source] not in self.muted:
+                            peers[source].sendall(data)
             except OSError:
                 return
             finally:
