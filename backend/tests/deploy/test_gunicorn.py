@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.gunicorn_server import GunicornServer, sample
+from tests.support.gunicorn_server import GunicornServer, process_gone, sample
 from tests.support.wait import wait_until_sync
 
 pytestmark = pytest.mark.slow
@@ -105,27 +105,10 @@ class Load:
         }
 
 
-def booted_workers(server: GunicornServer) -> list[int]:
-    prefix = "Booting worker with pid: "
-    return [
-        int(record["message"][len(prefix) :])
-        for record in server.log_records()
-        if record["message"].startswith(prefix)
-    ]
-
-
 def _request_ignoring_errors(url: str) -> None:
     # The request is cut off at shutdown; the test looks at the server's side.
     with contextlib.suppress(httpx.HTTPError):
         httpx.get(url, timeout=90)
-
-
-def process_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 def fewest_accepting(records: list[dict[str, Any]]) -> int | None:
@@ -247,7 +230,7 @@ def test_hup_under_load_returns_no_errors(gunicorn: GunicornServer) -> None:
     try:
         restarts_began = time.monotonic()
         for _ in range(2):
-            old_workers = booted_workers(gunicorn)
+            old_workers = gunicorn.booted_workers()
             before = load.completed()
             wait_until_sync(
                 lambda: load.completed() >= before + 30,  # noqa: B023
@@ -256,7 +239,7 @@ def test_hup_under_load_returns_no_errors(gunicorn: GunicornServer) -> None:
             )
             gunicorn.signal(signal.SIGHUP)
             wait_until_sync(
-                lambda: len(booted_workers(gunicorn)) >= len(old_workers) + 2,  # noqa: B023
+                lambda: len(gunicorn.booted_workers()) >= len(old_workers) + 2,  # noqa: B023
                 within=SECONDS,
                 what="new workers to boot",
             )
@@ -277,7 +260,7 @@ def test_hup_under_load_returns_no_errors(gunicorn: GunicornServer) -> None:
     errors = {rid: outcome for rid, outcome in load.outcomes.items() if outcome != 200}
     assert errors == {}, gunicorn.log_text()[-4000:]
     served_by = set(load.pids.values())
-    all_workers = booted_workers(gunicorn)
+    all_workers = gunicorn.booted_workers()
     assert served_by & set(all_workers[:2])  # the first generation
     assert served_by & set(all_workers[-2:])  # the last generation
     log_text = gunicorn.log_text()
@@ -300,7 +283,7 @@ def test_rolling_restart_under_load_keeps_every_worker_slot_accepting(
     load.start()
     try:
         wait_until_sync(lambda: load.completed() >= 30, within=SECONDS, what="steady load")
-        old_workers = booted_workers(gunicorn)
+        old_workers = gunicorn.booted_workers()
         restart_began = time.monotonic()
         restart = gunicorn.rolling_restart()
         restart_ended = time.monotonic()
@@ -315,7 +298,7 @@ def test_rolling_restart_under_load_keeps_every_worker_slot_accepting(
     assert restart.returncode == 0, restart.stderr + gunicorn.log_text()[-4000:]
     errors = {rid: outcome for rid, outcome in load.outcomes.items() if outcome != 200}
     assert errors == {}, gunicorn.log_text()[-4000:]
-    new_workers = booted_workers(gunicorn)[len(old_workers) :]
+    new_workers = gunicorn.booted_workers()[len(old_workers) :]
     assert len(old_workers) == len(new_workers) == gunicorn.workers
     assert all(process_gone(pid) for pid in old_workers)
     assert set(load.pids.values()) & set(new_workers)

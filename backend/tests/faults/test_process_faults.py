@@ -33,7 +33,7 @@ from tests.support.apps import client_for
 from tests.support.database import tables_locked
 from tests.support.factories import auth, candidate_token
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.gunicorn_server import GunicornServer
+from tests.support.gunicorn_server import GunicornServer, process_gone
 from tests.support.moto_server import MotoServer
 from tests.support.sqs_fixtures import sqs_settings
 from tests.support.sqs_server import QueuePair
@@ -44,21 +44,6 @@ pytestmark = pytest.mark.slow
 
 # Waits for process starts, drains and job pipelines on a loaded machine.
 SECONDS = 60.0
-
-
-def booted_workers(server: GunicornServer) -> list[int]:
-    prefix = "Booting worker with pid: "
-    return [
-        int(message[len(prefix) :]) for message in server.messages() if message.startswith(prefix)
-    ]
-
-
-def gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 def test_sigterm_with_requests_stuck_on_a_lock(
@@ -123,13 +108,15 @@ def test_sigterm_with_requests_stuck_on_a_lock(
 
 def test_sighup_under_load(web: GunicornServer, population: Population, postgres_url: str) -> None:
     def restart() -> None:
-        old = booted_workers(web)
+        old = web.booted_workers()
         web.signal(signal.SIGHUP)
         wait_until_sync(
-            lambda: len(booted_workers(web)) >= len(old) + 2, within=SECONDS, what="new workers"
+            lambda: len(web.booted_workers()) >= len(old) + 2, within=SECONDS, what="new workers"
         )
         wait_until_sync(
-            lambda: all(gone(pid) for pid in old), within=SECONDS, what="old workers to drain"
+            lambda: all(process_gone(pid) for pid in old),
+            within=SECONDS,
+            what="old workers to drain",
         )
 
     drill = Scenario(web, population, "sighup").run(restart)

@@ -160,10 +160,26 @@ class GunicornServer:
             return []
         return self.started_file.read_text(encoding="utf-8").split()
 
+    def booted_workers(self) -> list[int]:
+        """The pids of every worker the master has booted so far, oldest first."""
+        prefix = "Booting worker with pid: "
+        return [
+            int(message[len(prefix) :]) for message in self.messages() if message.startswith(prefix)
+        ]
+
     def metrics(self) -> str:
         response = httpx.get(f"{self.url}/metrics", timeout=5.0)
         response.raise_for_status()
         return response.text
+
+
+def process_gone(pid: int) -> bool:
+    """True once no process has this pid."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
 
 
 def sample(metrics_text: str, name: str, labels: Mapping[str, str] | None = None) -> float | None:
