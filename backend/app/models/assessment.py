@@ -30,6 +30,10 @@ class Assessment(Base):
     description: Mapped[str | None] = mapped_column(Text)
     duration_minutes: Mapped[int] = mapped_column(Integer)
     active: Mapped[bool] = mapped_column(default=True, index=True)
+    # Attempt policy: how many attempts a candidate may start, and how long after finishing one
+    # before the next; NULL takes the ASSESSMENT_* settings' defaults.
+    max_attempts: Mapped[int | None] = mapped_column(Integer)
+    retake_cooldown_minutes: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

@@ -20,6 +20,9 @@ class User(Base):
     full_name: Mapped[str] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(20), default="candidate", index=True)
     is_active: Mapped[bool] = mapped_column(default=True)
+    # Bumped when the account changes in a way that must end its sessions (deactivation, role
+    # change, password change): access tokens carry the version they were issued under.
+    token_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     profile: Mapped["CandidateProfile | None"] = relationship(
