@@ -3,6 +3,7 @@ process's resources, plus the caller's identity and role checks."""
 
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
+from weakref import WeakKeyDictionary
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -11,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from app.config import Settings
 from app.database import Area, Database
 from app.domain.auth import PasswordService
+from app.domain.token_versions import TokenVersions
 from app.errors import Forbidden, NotAuthenticated
 from app.middleware.shutdown import DrainState
 from app.observability.context import set_user_id
@@ -71,6 +73,25 @@ def get_passwords(request: Request) -> PasswordService:
     return resources_of(request.app).passwords
 
 
+# One TokenVersions per process (per opened Resources), built on first use from its database
+# and Redis; it holds no connection of its own, so nothing to close.
+_token_versions: WeakKeyDictionary[Resources, TokenVersions] = WeakKeyDictionary()
+
+
+def token_versions_of(app: Any) -> TokenVersions:
+    """The process's account states that tokens are checked against (app.domain.token_versions)."""
+    resources = resources_of(app)
+    versions = _token_versions.get(resources)
+    if versions is None:
+        versions = TokenVersions(resources.settings, resources.database, resources.redis)
+        _token_versions[resources] = versions
+    return versions
+
+
+def get_token_versions(request: Request) -> TokenVersions:
+    return token_versions_of(request.app)
+
+
 def session_for(area: Area) -> Callable[[Request], AsyncIterator[AsyncSession]]:
     """The dependency giving each request of `area` one session within the area's share of the
     pool (503 service_busy past the wait); it commits when the route returns, rolls back on
@@ -104,6 +125,7 @@ JobQueueDep = Annotated[JobQueue, Depends(get_job_queue)]
 AIDep = Annotated[AIService, Depends(get_ai)]
 BreakersDep = Annotated[BreakerRegistry, Depends(get_breakers)]
 PasswordsDep = Annotated[PasswordService, Depends(get_passwords)]
+TokenVersionsDep = Annotated[TokenVersions, Depends(get_token_versions)]
 # Sessions by area of routes: a lock on one area's tables cannot take the others' connections.
 SessionDep = Annotated[AsyncSession, Depends(session_for("default"), scope="function")]
 AssessmentSessionDep = Annotated[
@@ -114,7 +136,10 @@ ReportConnDep = Annotated[AsyncConnection, Depends(get_report_connection, scope=
 
 
 def verify_bearer(settings: Settings, credentials: HTTPAuthorizationCredentials) -> TokenClaims:
-    """The claims of a bearer token; 401 `invalid_token` if it is forged, expired or malformed."""
+    """The claims of a bearer token; 401 `invalid_token` if it is forged, expired or malformed.
+
+    Signature and claims only: routes use get_current_user, which also checks the account.
+    """
     try:
         return decode_access_token(settings, credentials.credentials)
     except InvalidToken:
@@ -123,14 +148,29 @@ def verify_bearer(settings: Settings, credentials: HTTPAuthorizationCredentials)
         ) from None
 
 
-def get_current_user(
+async def get_current_user(
+    request: Request,
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> TokenClaims:
-    """The verified identity of the caller (401 without a valid bearer token)."""
+    """The verified identity of the caller: the one place a bearer token is accepted.
+
+    401 without a valid token, and 401 `invalid_token` when its account no longer backs it:
+    gone, deactivated, another role, or a newer token version (password reset, role change,
+    deactivation). The account's state comes from this process's copy (no round trip) while it
+    is fresh, see app.domain.token_versions.
+    """
     if credentials is None:
         raise NotAuthenticated()
     claims = verify_bearer(settings, credentials)
+    account = await token_versions_of(request.app).state(claims.user_id, newer_than=claims.version)
+    if (
+        account is None
+        or not account.active
+        or account.version != claims.version
+        or account.role != claims.role
+    ):
+        raise NotAuthenticated("The access token is invalid or expired.", code="invalid_token")
     set_user_id(claims.user_id)  # the rest of the request's log lines carry the user
     return claims
 
@@ -138,14 +178,15 @@ def get_current_user(
 CurrentUser = Annotated[TokenClaims, Depends(get_current_user)]
 
 
-def require_candidate(user: CurrentUser) -> TokenClaims:
+# Async (as every dependency on the hot path): a sync one runs in the thread pool.
+async def require_candidate(user: CurrentUser) -> TokenClaims:
     """Only candidates (403 for admins)."""
     if user.role != "candidate":
         raise Forbidden("This route is for candidates.")
     return user
 
 
-def require_admin(user: CurrentUser) -> TokenClaims:
+async def require_admin(user: CurrentUser) -> TokenClaims:
     """Only admins (403 for candidates)."""
     if user.role != "admin":
         raise Forbidden("Administrator access is required.")

@@ -1,6 +1,7 @@
 """Every error as an HTTP response in the shared shape (see app.errors): the handlers the apps
 install, and `error_response` for pure ASGI middleware."""
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -8,9 +9,12 @@ import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from app.errors import AppError, ServiceBusy, error_body
+
+logger = logging.getLogger(__name__)
 
 # Codes for HTTP statuses raised by the framework itself (unknown route, wrong method, ...).
 _STATUS_CODES: dict[int, str] = {
@@ -76,15 +80,72 @@ async def _pool_timeout_handler(request: Request, exc: Exception) -> Response:
     return await _app_error_handler(request, ServiceBusy())
 
 
+async def _client_disconnect_handler(request: Request, exc: Exception) -> Response:
+    # The client went away while sending its body (a cut-off upload): nothing failed here and
+    # nobody reads the answer, so no error line and no 500.
+    logger.info("Client disconnected before sending the whole request body")
+    return error_response(400, "client_disconnected", "The request body was not received.")
+
+
 async def _unhandled_error_handler(request: Request, exc: Exception) -> Response:
     # Starlette re-raises after this response is sent, so the server logs the traceback once.
     return error_response(500, "internal_error", "An internal error occurred.")
 
 
+# The 422 body as the handlers above write it, replacing FastAPI's `{"detail": [...]}` in the
+# OpenAPI schema so clients (and the schemathesis run) see the shape they actually get.
+_VALIDATION_ERROR_SCHEMA: dict[str, Any] = {
+    "title": "ValidationErrorResponse",
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "details": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["loc", "msg", "type"],
+                        "properties": {
+                            "loc": {
+                                "type": "array",
+                                "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+                            },
+                            "msg": {"type": "string"},
+                            "type": {"type": "string"},
+                        },
+                    },
+                },
+            },
+        }
+    },
+}
+
+
+def _document_error_shape(app: FastAPI) -> None:
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schemas = generate().get("components", {}).get("schemas", {})
+            if "HTTPValidationError" in schemas:
+                schemas["HTTPValidationError"] = _VALIDATION_ERROR_SCHEMA
+                schemas.pop("ValidationError", None)  # referenced only by the schema replaced
+        return app.openapi_schema or generate()
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Route every error through the shared shape."""
+    """Route every error through the shared shape (and document the 422 shape)."""
     app.add_exception_handler(AppError, _app_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
     app.add_exception_handler(sqlalchemy.exc.TimeoutError, _pool_timeout_handler)
+    app.add_exception_handler(ClientDisconnect, _client_disconnect_handler)
     app.add_exception_handler(Exception, _unhandled_error_handler)
+    _document_error_shape(app)

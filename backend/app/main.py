@@ -7,6 +7,7 @@ from fastapi import FastAPI
 
 from app.config import Settings, get_settings
 from app.error_handlers import install_error_handlers
+from app.middleware.body_limit import BodyLimitMiddleware
 from app.middleware.cache_invalidation import CacheInvalidationMiddleware
 from app.middleware.rate_limiter import RateLimitMiddleware
 from app.middleware.request_context import RequestContextMiddleware
@@ -15,6 +16,7 @@ from app.observability.logging import configure_logging, resolve_format
 from app.resources import close_resources, open_resources
 from app.routers import (
     admin,
+    admin_users,
     assessments,
     auth,
     breakers,
@@ -43,13 +45,28 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the web app for `settings` (the environment's when omitted)."""
     settings = settings or get_settings()
+    settings.check_web_app()
     configure_logging(settings.log_level, resolve_format(settings.log_format, settings.environment))
-    app = FastAPI(title=settings.app_name, version=settings.app_version, lifespan=lifespan)
+    docs = settings.docs_enabled
+    app = FastAPI(
+        title=settings.app_name,
+        version=settings.app_version,
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
     app.state.settings = settings
     install_error_handlers(app)
     # Bumps the cache tags of committed writes before their response starts.
     app.add_middleware(CacheInvalidationMiddleware)
     app.add_middleware(RateLimitMiddleware, settings=settings)
+    # Bodies over MAX_REQUEST_BODY_BYTES are refused unread; the resume upload has its own limit.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limit=settings.max_request_body_bytes,
+        own_limit_paths=("/api/profile/resume",),
+    )
     # Added last = outermost: request context wraps everything, then shutdown draining.
     app.state.drain = DrainState()
     app.add_middleware(ShutdownMiddleware, drain=app.state.drain)
@@ -63,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         assessments.router,
         notifications.router,
         admin.router,
+        admin_users.router,
         breakers.router,
     ):
         app.include_router(router)

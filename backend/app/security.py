@@ -1,6 +1,7 @@
 """Password hashing (argon2id) and HS256 access tokens (PyJWT)."""
 
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -14,6 +15,12 @@ from app.config import Settings
 Role = Literal["candidate", "admin"]
 JWT_ALGORITHM = "HS256"
 _ROLES: frozenset[str] = frozenset({"candidate", "admin"})
+# User ids are BIGINT: a `sub` is a plain ASCII decimal in 1..2**63-1 (no sign, no leading zero,
+# no other script's digits, which str.isdigit() and int() accept), so it can never overflow a query.
+_USER_ID = re.compile(r"[1-9][0-9]{0,18}")
+_BIGINT_MAX = 2**63 - 1
+# users.token_version is a 32-bit INTEGER.
+_VERSION_MAX = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +30,8 @@ class TokenClaims:
     user_id: int
     role: Role
     expires_at: datetime
+    # The account's token_version when the token was issued (0 for tokens without the claim).
+    version: int = 0
 
 
 class InvalidToken(Exception):
@@ -47,14 +56,21 @@ def verify_password(hasher: PasswordHasher, password_hash: str, password: str) -
 
 
 def create_access_token(
-    settings: Settings, user_id: int, role: Role, now: datetime | None = None
+    settings: Settings,
+    user_id: int,
+    role: Role,
+    now: datetime | None = None,
+    *,
+    version: int = 0,
 ) -> tuple[str, int]:
-    """Sign an access token; returns it with its lifetime in seconds."""
+    """Sign an access token for the account's current token `version`; returns it with its
+    lifetime in seconds."""
     issued = now or datetime.now(UTC)
     lifetime = settings.access_token_expire_minutes * 60
     claims = {
         "sub": str(user_id),
         "role": role,
+        "ver": version,
         "iat": int(issued.timestamp()),
         "exp": int((issued + timedelta(seconds=lifetime)).timestamp()),
     }
@@ -77,12 +93,26 @@ def decode_access_token_with_key(key: str, token: str) -> TokenClaims:
         )
     except jwt.PyJWTError as exc:
         raise InvalidToken(str(exc)) from exc
-    sub, role = claims.get("sub"), claims.get("role")
-    if not isinstance(sub, str) or not sub.isdigit() or role not in _ROLES:
+    role, version = claims.get("role"), claims.get("ver", 0)
+    # bool is an int subclass: a `true` version is as unusable as a string one.
+    if role not in _ROLES or type(version) is not int or not 0 <= version <= _VERSION_MAX:
         raise InvalidToken("unusable claims")
     return TokenClaims(
-        user_id=int(sub), role=role, expires_at=datetime.fromtimestamp(claims["exp"], UTC)
+        user_id=parse_user_id(claims.get("sub")),
+        role=role,
+        expires_at=datetime.fromtimestamp(claims["exp"], UTC),
+        version=version,
     )
+
+
+def parse_user_id(sub: object) -> int:
+    """The user id a token's `sub` names; InvalidToken unless it is a plain decimal id."""
+    if not isinstance(sub, str) or not _USER_ID.fullmatch(sub):
+        raise InvalidToken("unusable subject")
+    user_id = int(sub)
+    if user_id > _BIGINT_MAX:
+        raise InvalidToken("unusable subject")
+    return user_id
 
 
 PASSWORD_RESET_PURPOSE = "password_reset"
@@ -118,7 +148,6 @@ def decode_password_reset_token(settings: Settings, token: str) -> tuple[int, st
         )
     except jwt.PyJWTError as exc:
         raise InvalidToken(str(exc)) from exc
-    sub, fingerprint = claims["sub"], claims["pwf"]
-    if claims["purpose"] != PASSWORD_RESET_PURPOSE or not str(sub).isdigit():
+    if claims["purpose"] != PASSWORD_RESET_PURPOSE:
         raise InvalidToken("not a reset token")
-    return int(sub), str(fingerprint)
+    return parse_user_id(claims["sub"]), str(claims["pwf"])

@@ -8,19 +8,23 @@ import asyncio
 import random
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings, get_settings
 from app.database import Database
 from app.domain.assessments import create_test
-from app.domain.caching import CANDIDATES_TAG, JOBS_TAG
+from app.domain.caching import ASSESSMENTS_TAG, CANDIDATES_TAG, JOBS_TAG
 from app.models import CandidateProfile, Job, User
 from app.models.assessment import Assessment
 from app.models.job import JOB_TYPES
 from app.security import password_hasher
 from app.services.cache import Cache, invalidate_on_commit, invalidation_scope
 from app.services.redis import RedisService
+
+# The demo tests are retaken again and again (demos, the locust file): a lenient attempt policy,
+# set on them explicitly; real tests keep the strict ASSESSMENT_* defaults.
+DEMO_POLICY: dict[str, int] = {"max_attempts": 100, "retake_cooldown_minutes": 0}
 
 ADMIN_EMAIL = "loadtest_admin@test.com"
 ADMIN_PASSWORD = "AdminTest123!"
@@ -228,8 +232,20 @@ async def seed(
                         duration_minutes=30,
                         description=f"{title} quiz.",
                         questions=questions,
+                        **DEMO_POLICY,
                     )
                     added["tests"] += 1
+            # Demo tests seeded before they had a policy get the lenient one too.
+            await session.execute(
+                update(Assessment)
+                .where(
+                    Assessment.title.in_([title for title, _ in _TESTS]),
+                    Assessment.max_attempts.is_(None),
+                    Assessment.retake_cooldown_minutes.is_(None),
+                )
+                .values(**DEMO_POLICY)
+            )
+            invalidate_on_commit(session, ASSESSMENTS_TAG)
             await session.commit()
     finally:
         await redis.close()

@@ -2,9 +2,12 @@
 
 The defaults (tokens per minute, each bucket holding a minute's worth): auth 10, ai_heavy 5,
 upload 20, read 200, write 60, default 100. Every value can be replaced through the environment
-as JSON, e.g. ``RATE_LIMIT_TIERS='{"auth": {"capacity": 10, "refill": 10}, ...}'``; the whole
-table is validated when the app is built, so a typo fails at startup rather than per request.
+as JSON, e.g. ``RATE_LIMIT_TIERS='{"auth": {"capacity": 10, "refill": 10, "key_by": "ip"}, ...}'``;
+the whole table is validated when the app is built, so a typo fails at startup rather than per
+request.
 """
+
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,11 +27,15 @@ class RateLimitTier(BucketLimit):
 
     A request consumes one token from every configured bucket, all or nothing. `shadow` decides and
     counts refusals in metrics but never refuses, so new limits can be tried in production.
+    `key_by` names the identity: "user" is a valid bearer token's user, else the client address;
+    "ip" is always the client address, so a caller cannot buy budget by sending tokens (the auth
+    routes, where any throwaway account's token would otherwise open a fresh bucket).
     """
 
     per_ip: BucketLimit | None = None
     global_bucket: BucketLimit | None = None
     shadow: bool = False
+    key_by: Literal["user", "ip"] = "user"
 
 
 class PathRule(BaseModel):
@@ -42,7 +49,7 @@ class PathRule(BaseModel):
 
 
 DEFAULT_TIERS: dict[str, RateLimitTier] = {
-    "auth": RateLimitTier(capacity=10, refill=10),
+    "auth": RateLimitTier(capacity=10, refill=10, key_by="ip"),
     "ai_heavy": RateLimitTier(capacity=5, refill=5),
     "upload": RateLimitTier(capacity=20, refill=20),
     "read": RateLimitTier(capacity=200, refill=200),
@@ -52,8 +59,10 @@ DEFAULT_TIERS: dict[str, RateLimitTier] = {
 
 DEFAULT_EXACT_PATHS: dict[str, str] = {
     "/api/auth/login": "auth",
+    "/api/auth/admin/login": "auth",
     "/api/auth/register": "auth",
     "/api/auth/forgot-password": "auth",
+    "/api/auth/reset-password": "auth",
     "/api/profile/resume": "ai_heavy",
     "/api/admin/ai-generate": "ai_heavy",
     "/api/profile/resume-status": "read",

@@ -1,9 +1,14 @@
 """Application settings: the only place that reads the environment."""
 
 import ipaddress
+import itertools
 import logging
+import math
 import os
+import re
 import secrets
+import string
+import zlib
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -31,6 +36,16 @@ PLACEHOLDER_SECRETS = frozenset(
     {"changeme", "change-me", "secret", "your-secret-key", "jwt-secret", "development", "test"}
 )
 MIN_SECRET_LENGTH = 32
+# Outside development the JWT key must carry at least 32 bytes of entropy (HS256's key size).
+MIN_SECRET_ENTROPY_BITS = 256
+_HEX_DIGITS = frozenset(string.hexdigits)
+_ZLIB_FRAME_BYTES = len(zlib.compress(b"", 9))
+# A phrase: words (lower case, Capitalised or UPPER) and numbers between separators.
+_PHRASE = re.compile(
+    r"[^A-Za-z0-9]*(?:[A-Z]?[a-z]+|[A-Z]+)(?:[^A-Za-z0-9]+(?:[A-Z]?[a-z]+|[A-Z]+|\d+))*[^A-Za-z0-9]*"
+)
+# Generous: a word from a 128k-word dictionary (diceware's list gives 12.9 bits per word).
+_BITS_PER_WORD = 17.0
 # Postgres advisory lock key held by `alembic upgrade` (migrations/env.py) so concurrent runs
 # apply the migrations once; arbitrary but fixed: every migrator must use the same one.
 MIGRATIONS_LOCK_KEY = 0x68705F6D69677261  # "hp_migra" in ASCII
@@ -258,6 +273,64 @@ class Settings(BaseSettings):
     password_hash_time_cost: int = Field(2, ge=1)
     password_hash_memory_kib: int = Field(19_456, ge=8)
 
+    # Attempt policy of a test that sets none (app/domain/attempts.py). One attempt, as hiring
+    # assessments usually allow: a retake would let a candidate compare scores to probe the key.
+    assessment_max_attempts: int = Field(1, ge=1, le=100)
+    # Minutes after a finished (completed or abandoned) attempt before the next may start.
+    assessment_retake_cooldown_minutes: int = Field(24 * 60, ge=0, le=365 * 24 * 60)
+
+    # Token versions (app/domain/token_versions.py): how long a process trusts its own copy of
+    # an account's state (how soon a revocation reaches every process), and how long the shared
+    # Redis copy lives (bounds staleness should a change's Redis write be lost).
+    token_version_local_ttl_seconds: float = Field(2.0, gt=0, le=60)
+    token_version_redis_ttl_seconds: int = Field(60, ge=1, le=24 * 3600)
+
+    # Bounded cost per request (app/domain/resume_sandbox.py, app/middleware/body_limit.py,
+    # app/routers/health.py).
+    # CPU seconds one resume parse may use (its child process is killed past them).
+    resume_parse_cpu_seconds: int = Field(5, ge=1, le=300)
+    # Address-space cap of a resume parser process, in MiB.
+    resume_parse_memory_mb: int = Field(512, ge=128)
+    # Wall-clock deadline of one resume parse, process start included.
+    resume_parse_timeout_seconds: float = Field(30.0, gt=0)
+    # Resume parser processes running at once per server or worker process.
+    resume_parse_concurrency: int = Field(2, ge=1, le=32)
+    # Largest request body outside the resume upload (which has MAX_RESUME_BYTES); above the
+    # largest body the schemas accept (a 20,000-character job description, \u-escaped).
+    max_request_body_bytes: int = Field(256 * 1024, ge=1024)
+    # How long one process reuses a /health/ready result (0: check on every probe).
+    health_ready_cache_seconds: float = Field(1.0, ge=0, le=30)
+
+    # Production guards (Settings._check_production, check_web_app): outside development
+    # start-up refuses each of these unless its ALLOW_* setting says it is meant.
+    # The embedded SQLite file (no DATABASE_URL): one instance's private database.
+    allow_sqlite: bool = False
+    # No REDIS_URL: rate limits, cache and token checks per process, wrong for a fleet.
+    allow_no_redis: bool = False
+    # Web app without TRUSTED_PROXY_COUNT / TRUSTED_PROXY_CIDRS: only when clients connect directly.
+    allow_direct_clients: bool = False
+    # A JWT_SECRET of 32+ characters rated below 256 bits (a missing or placeholder one never).
+    allow_low_entropy_jwt_secret: bool = False
+    # /docs, /redoc and /openapi.json; unset: served in development only.
+    api_docs_enabled: bool | None = None
+
+    # Auth limits beside the per-address auth tier (app/services/ratelimit/auth_limits.py), off
+    # with RATE_LIMIT_ENABLED=false. Failed logins per account (normalised e-mail) per window
+    # before addresses that never logged in to it are refused with 429 (default 10 per 15 min).
+    login_account_failure_limit: int = Field(10, ge=1)
+    login_account_failure_window_seconds: int = Field(900, ge=1)
+    # Failed logins per client address across accounts, against spraying (default 30 per hour).
+    login_address_failure_limit: int = Field(30, ge=1)
+    login_address_failure_window_seconds: int = Field(3600, ge=1)
+    # An address that logged in to an account passes its limits this long (default 30 days);
+    # at most this many addresses are remembered per account (default 20, the oldest dropped).
+    login_known_address_days: int = Field(30, ge=1)
+    login_known_addresses_max: int = Field(20, ge=1)
+    # Password-reset e-mails per recipient per window (default 3 per hour); the extra requests
+    # get the same 202 and send nothing.
+    reset_email_limit: int = Field(3, ge=1)
+    reset_email_window_seconds: int = Field(3600, ge=1)
+
     max_resume_bytes: int = Field(5 * 1024 * 1024, ge=1024)
 
     @field_validator("ops_allowed_networks", mode="before")
@@ -271,18 +344,83 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("trusted_proxy_cidrs")
+    @classmethod
+    def _check_proxy_networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)
+        return value
+
     @model_validator(mode="after")
-    def _check_secrets(self) -> "Settings":
-        if self.environment != "development":
-            secret = self.jwt_secret.get_secret_value() if self.jwt_secret else ""
-            if len(secret) < MIN_SECRET_LENGTH or secret.lower() in PLACEHOLDER_SECRETS:
-                raise ValueError(
-                    f"JWT_SECRET must be set to a random value of at least {MIN_SECRET_LENGTH} "
-                    f"characters when ENVIRONMENT={self.environment} "
-                    "(generate one with: "
-                    "python -c 'import secrets; print(secrets.token_urlsafe(48))')"
-                )
+    def _check_production(self) -> "Settings":
+        """Outside development, refuse what is unsafe or silently wrong unless allowed.
+
+        Every problem is reported at once, naming the setting to fix and its ALLOW_* setting;
+        never a secret's value.
+        """
+        if self.environment == "development":
+            return self
+        problems = [*self._jwt_secret_problems()]
+        if not self.database_url and not self.allow_sqlite:
+            problems.append(
+                "DATABASE_URL is not set, so the app would use the embedded SQLite file (one "
+                "instance's private database): set DATABASE_URL, or ALLOW_SQLITE=true"
+            )
+        if not self.redis_url and not self.allow_no_redis:
+            problems.append(
+                "REDIS_URL is not set, so rate limits and the cache would be per process: set "
+                "REDIS_URL, or ALLOW_NO_REDIS=true"
+            )
+        if problems:
+            raise ValueError(
+                f"unsafe settings for ENVIRONMENT={self.environment}: " + "; ".join(problems)
+            )
         return self
+
+    def _jwt_secret_problems(self) -> list[str]:
+        secret = self.jwt_secret.get_secret_value() if self.jwt_secret else ""
+        advice = (
+            f"JWT_SECRET must be set to a random value of at least {MIN_SECRET_LENGTH} characters "
+            f"and {MIN_SECRET_ENTROPY_BITS} bits of entropy when ENVIRONMENT={self.environment} "
+            "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+        )
+        if len(secret) < MIN_SECRET_LENGTH or secret.lower() in PLACEHOLDER_SECRETS:
+            return [advice]
+        if (
+            estimate_entropy_bits(secret) < MIN_SECRET_ENTROPY_BITS
+            and not self.allow_low_entropy_jwt_secret
+        ):
+            return [
+                f"{advice}; this one looks repetitive, sequential, like a phrase or too short "
+                "for its alphabet (if it is random after all: ALLOW_LOW_ENTROPY_JWT_SECRET=true)"
+            ]
+        return []
+
+    def check_web_app(self) -> None:
+        """Refuse to serve the web app outside development with no trusted proxy setting.
+
+        Behind the ALB and nginx every client would then be the proxy: one shared rate limit,
+        and the operator allowlist open to everyone. The worker app (loopback sqsd) skips this.
+        """
+        if (
+            self.environment != "development"
+            and self.trusted_proxy_count == 0
+            and not self.trusted_proxy_cidrs
+            and not self.allow_direct_clients
+        ):
+            raise ValueError(
+                f"unsafe settings for ENVIRONMENT={self.environment}: TRUSTED_PROXY_COUNT is 0 "
+                "and TRUSTED_PROXY_CIDRS is empty, so behind a proxy every client would look like "
+                "the proxy: set TRUSTED_PROXY_COUNT (2 on Elastic Beanstalk: ALB + nginx) or "
+                "TRUSTED_PROXY_CIDRS, or ALLOW_DIRECT_CLIENTS=true if clients connect directly"
+            )
+
+    @property
+    def docs_enabled(self) -> bool:
+        """Whether /docs, /redoc and /openapi.json are served (API_DOCS_ENABLED, else dev only)."""
+        if self.api_docs_enabled is not None:
+            return self.api_docs_enabled
+        return self.environment == "development"
 
     @model_validator(mode="after")
     def _check_backends(self) -> "Settings":
@@ -335,6 +473,35 @@ class Settings(BaseSettings):
         if self.jwt_secret is not None:
             return self.jwt_secret.get_secret_value()
         return _development_secret(self.data_dir)
+
+
+def estimate_entropy_bits(secret: str) -> float:
+    """A rough upper bound of a key's entropy in bits: the least of three estimates.
+
+    * its length times log2 of the alphabet it uses (16 when it is all hex digits, else the
+      sum of the classes seen: lower case 26, upper case 26, digits 10, others 33);
+    * the zlib-compressed size of the key, or of its character-to-character steps, so
+      repetitions ("abab...") and sequences ("0123...", "abcd...") count for little;
+    * for a phrase (words and numbers between separators), 17 bits per word.
+
+    secrets.token_urlsafe(48) (64 characters) rates 380 bits or more, token_hex(32) 256.
+    """
+    if not secret:
+        return 0.0
+    hex_cases = {c.islower() for c in secret if c.isalpha()}
+    if all(c in _HEX_DIGITS for c in secret) and len(hex_cases) <= 1:
+        alphabet = 16
+    else:
+        classes = (string.ascii_lowercase, string.ascii_uppercase, string.digits)
+        alphabet = sum(len(chars) for chars in classes if any(c in chars for c in secret))
+        alphabet += 33 * any(not any(c in chars for chars in classes) for c in secret)
+    data = secret.encode()
+    steps = bytes((b - a) % 256 for a, b in itertools.pairwise(data))
+    compressed = min(len(zlib.compress(data, 9)), len(zlib.compress(steps, 9)))
+    estimates = [len(secret) * math.log2(alphabet), (compressed - _ZLIB_FRAME_BYTES) * 8.0]
+    if _PHRASE.fullmatch(secret):
+        estimates.append(len(re.findall(r"[A-Za-z]+|\d+", secret)) * _BITS_PER_WORD)
+    return max(0.0, min(estimates))
 
 
 @lru_cache

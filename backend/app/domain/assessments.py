@@ -8,19 +8,23 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.domain.caching import AI_QUESTIONS, ASSESSMENT_QUESTIONS, ASSESSMENTS_TAG
+from app.errors import NotFound
 from app.models import Assessment, Question
 from app.services.ai import AIService, Difficulty
 from app.services.cache import Cache, cached, invalidate_on_commit, make_key
 
 
 async def list_available_json(connection: AsyncConnection) -> bytes:
-    """Active tests with their question counts, serialised once."""
+    """Active tests with their question counts and own attempt policy (null: the default),
+    serialised once."""
     statement = (
         select(
             Assessment.id,
             Assessment.title,
             Assessment.description,
             Assessment.duration_minutes,
+            Assessment.max_attempts,
+            Assessment.retake_cooldown_minutes,
             func.count(Question.id).label("question_count"),
         )
         .outerjoin(Question, Question.test_id == Assessment.id)
@@ -83,10 +87,18 @@ async def create_test(
     duration_minutes: int,
     description: str | None,
     questions: list[dict[str, Any]],
+    max_attempts: int | None = None,
+    retake_cooldown_minutes: int | None = None,
 ) -> Assessment:
-    """A new active test with its questions (each: text, options, correct_answer, points)."""
+    """A new active test with its questions (each: text, options, correct_answer, points) and
+    attempt policy (None: the settings' default)."""
     test = Assessment(
-        title=title, description=description, duration_minutes=duration_minutes, active=True
+        title=title,
+        description=description,
+        duration_minutes=duration_minutes,
+        active=True,
+        max_attempts=max_attempts,
+        retake_cooldown_minutes=retake_cooldown_minutes,
     )
     session.add(test)
     await session.flush()
@@ -104,3 +116,28 @@ async def create_test(
     await session.flush()
     invalidate_on_commit(session, ASSESSMENTS_TAG)
     return test
+
+
+async def update_test(session: AsyncSession, test_id: int, changes: dict[str, Any]) -> Assessment:
+    """Change the sent fields of a test (its attempt policy: null restores the default)."""
+    test = await session.get(Assessment, test_id, with_for_update=True)
+    if test is None:
+        raise NotFound("Test not found.")
+    for field, value in changes.items():
+        setattr(test, field, value)
+    await session.flush()
+    invalidate_on_commit(session, ASSESSMENTS_TAG)
+    return test
+
+
+def assessment_dict(test: Assessment) -> dict[str, Any]:
+    """A test as admins see it."""
+    return {
+        "id": test.id,
+        "title": test.title,
+        "description": test.description,
+        "duration_minutes": test.duration_minutes,
+        "active": test.active,
+        "max_attempts": test.max_attempts,
+        "retake_cooldown_minutes": test.retake_cooldown_minutes,
+    }

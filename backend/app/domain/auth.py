@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import unicodedata
 from datetime import datetime
 
 from argon2 import PasswordHasher
@@ -13,7 +14,9 @@ from app.config import Settings
 from app.database import Database
 from app.domain import profiles
 from app.domain.emails import password_reset_email
-from app.errors import BadRequest, Conflict, Forbidden, NotAuthenticated
+from app.domain.password_policy import check_new_password
+from app.domain.token_versions import TokenVersions
+from app.errors import BadRequest, Conflict, Forbidden, NotAuthenticated, NotFound
 from app.models import User
 from app.security import (
     InvalidToken,
@@ -45,15 +48,27 @@ class PasswordService:
 
 
 def normalise_email(email: str) -> str:
-    """Emails are unique case-insensitively; stored lower-cased."""
-    return email.strip().lower()
+    """The one stored form of an address: stripped, NFKC-normalised and case-folded, so
+    look-alikes (full-width letters, other case, "ß" and "ss") are one account. The last NFKC
+    keeps the result stable when normalised again (case folding can leave a non-NFKC string)."""
+    folded = unicodedata.normalize("NFKC", email.strip()).casefold()
+    return unicodedata.normalize("NFKC", folded)
+
+
+def _stored_forms(email: str) -> list[str]:
+    """The forms an account's address may be stored in: normalised, and lower-cased as it was
+    stored before normalisation (rows not yet normalised keep working)."""
+    normalised, legacy = normalise_email(email), email.strip().lower()
+    return [normalised] if legacy == normalised else [normalised, legacy]
 
 
 async def register_candidate(
     session: AsyncSession, passwords: PasswordService, email: str, password: str, full_name: str
 ) -> User:
-    """Create a candidate and an empty profile; Conflict if the email is taken."""
+    """Create a candidate and an empty profile; WeakPassword (422) if the password breaks the
+    policy, Conflict if the email is taken."""
     email = normalise_email(email)
+    check_new_password(password, email)
     password_hash = await passwords.hash(password)
     user = User(email=email, password_hash=password_hash, full_name=full_name, role="candidate")
     try:
@@ -76,7 +91,10 @@ async def authenticate(
     admin_only: bool = False,
 ) -> User:
     """The user for these credentials, or NotAuthenticated (same answer for unknown email)."""
-    user = await session.scalar(select(User).where(User.email == normalise_email(email)))
+    forms = _stored_forms(email)
+    found = await session.scalars(select(User).where(User.email.in_(forms)))
+    users = {user.email: user for user in found}
+    user = next((users[form] for form in forms if form in users), None)
     # End the read before the deliberately slow hash check, so the connection goes back to the
     # pool: under a login burst, hashes held connections until the pool ran dry.
     await session.commit()
@@ -96,20 +114,23 @@ async def send_password_reset(
     Meant to run after the response, which must not say whether the account exists: failures
     are logged, never raised.
     """
-    address = normalise_email(email)
+    forms = _stored_forms(email)
     try:
         async with database.read_engine.connect() as connection:
-            account = (
+            rows = (
                 await connection.execute(
-                    select(User.id, User.password_hash).where(
-                        User.email == address, User.is_active.is_(True)
+                    select(User.id, User.email, User.password_hash).where(
+                        User.email.in_(forms), User.is_active.is_(True)
                     )
                 )
-            ).one_or_none()
+            ).all()
+        accounts = {row.email: row for row in rows}
+        account = next((accounts[form] for form in forms if form in accounts), None)
         if account is None:
             return
         token = create_password_reset_token(settings, account.id, account.password_hash)
-        await jobs.enqueue("email", password_reset_email(settings, address, token).model_dump())
+        email_job = password_reset_email(settings, account.email, token)
+        await jobs.enqueue("email", email_job.model_dump())
     except Exception:
         logger.exception("could not queue a password reset email")
 
@@ -118,10 +139,12 @@ async def reset_password(
     session: AsyncSession,
     settings: Settings,
     passwords: PasswordService,
+    versions: TokenVersions,
     token: str,
     new_password: str,
 ) -> None:
-    """Set a new password if the reset token is valid and unused."""
+    """Set a new password if the reset token is valid and unused (WeakPassword if it breaks the
+    policy); the account's access tokens stop working."""
     invalid = BadRequest("The reset link is invalid or has expired.", code="invalid_reset_token")
     try:
         user_id, fingerprint = decode_password_reset_token(settings, token)
@@ -131,8 +154,53 @@ async def reset_password(
     # The token is bound to the password it was issued for, so it works once.
     if user is None or password_fingerprint(user.password_hash) != fingerprint:
         raise invalid
+    check_new_password(new_password, normalise_email(user.email))
     user.password_hash = await passwords.hash(new_password)
+    _end_sessions(session, versions, user)
     await session.flush()
+
+
+def _end_sessions(session: AsyncSession, versions: TokenVersions, user: User) -> None:
+    """Bump the account's token version in this transaction: tokens issued before stop working
+    once it commits (every process within TOKEN_VERSION_LOCAL_TTL_SECONDS)."""
+    user.token_version += 1
+    versions.changed_on_commit(session, user)
+
+
+async def change_account(
+    session: AsyncSession,
+    versions: TokenVersions,
+    admin_id: int,
+    user_id: int,
+    changes: dict[str, object],
+) -> User:
+    """An admin's change of an account's `is_active` and/or `role`. A real change ends the
+    account's sessions; an admin cannot deactivate or demote themselves (Forbidden)."""
+    user = await session.get(User, user_id, with_for_update=True)
+    if user is None:
+        raise NotFound("The user was not found.")
+    changed = {name: value for name, value in changes.items() if getattr(user, name) != value}
+    if user.id == admin_id and changed:
+        raise Forbidden("Administrators cannot deactivate or demote themselves.")
+    if changed:
+        for name, value in changed.items():
+            setattr(user, name, value)
+        _end_sessions(session, versions, user)
+        await session.flush()
+        # The audit record of an admin action.
+        logger.warning(
+            "account %s changed by admin %s: %s",
+            user.id,
+            admin_id,
+            ", ".join(f"{name}={value}" for name, value in sorted(changed.items())),
+            extra={
+                "event": "account_changed",
+                "user_id_changed": user.id,
+                "admin_user_id": admin_id,
+                "fields": sorted(changed),
+            },
+        )
+    return user
 
 
 async def candidates_registered(session: AsyncSession, start: datetime, end: datetime) -> int:

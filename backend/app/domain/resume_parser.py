@@ -1,6 +1,8 @@
 """Resume text extraction (PDF, DOCX, TXT) and skills / experience extraction from the text.
 
-CPU-bound: callers run :func:`parse_resume` in a thread.
+CPU-bound and fed hostile files: callers run :func:`parse_resume` through
+:mod:`app.domain.resume_sandbox` (a child process with CPU, memory and time limits), never on an
+event loop.
 """
 
 import io
@@ -11,7 +13,7 @@ from datetime import date
 
 import docx
 from pypdf import PdfReader
-from pypdf.errors import PdfReadError
+from pypdf.errors import PyPdfError
 
 MAX_TEXT_CHARS = 200_000
 MAX_PDF_PAGES = 50
@@ -86,7 +88,8 @@ _RANGE_RE = re.compile(
 
 
 class ResumeParseError(Exception):
-    """The file cannot be read as a resume of its type (a permanent failure)."""
+    """The file cannot be read as a resume of its type (a permanent failure); its text is a
+    sentence for the candidate."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,20 +109,25 @@ def extract_text(data: bytes, extension: str) -> str:
         elif extension == "txt":
             text = data.decode("utf-8")
         else:
-            raise ResumeParseError(f"unsupported resume type: {extension!r}")
-    # The parsers raise many types for corrupt input; all mean "cannot read this file".
-    except (PdfReadError, zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
-        raise ResumeParseError(f"unreadable {extension} file") from exc
+            raise ResumeParseError("The resume could not be read: unsupported file type.")
+    # The parsers raise many types for corrupt input (pypdf's own limits included); all mean
+    # "cannot read this file".
+    except (PyPdfError, zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+        raise ResumeParseError(
+            f"The resume could not be read: unreadable {extension.upper()} file."
+        ) from exc
     text = text.replace("\x00", "").strip()
     if not text:
-        raise ResumeParseError("the file contains no text")
+        raise ResumeParseError("The resume could not be read: the file contains no text.")
     return text[:MAX_TEXT_CHARS]
 
 
 def _pdf_text(data: bytes) -> str:
     reader = PdfReader(io.BytesIO(data))
     if reader.is_encrypted:
-        raise ResumeParseError("encrypted PDF")
+        raise ResumeParseError(
+            "The PDF is password-protected; upload a copy that opens without a password."
+        )
     pages = reader.pages[:MAX_PDF_PAGES]
     return "\n".join(page.extract_text() or "" for page in pages)
 

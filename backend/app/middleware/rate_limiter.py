@@ -1,8 +1,10 @@
 """Rate limiting as pure ASGI middleware: the HTTP side of the engine in app/services/ratelimit.
 
 Per request: pick the category from the path rules, key the request by its verified user (or its
-client IP), and ask the RateLimiter for a decision. Refusals get a 429 in the shared error shape;
-every limited response carries X-RateLimit-* and the IETF RateLimit-Policy / RateLimit fields.
+client IP; always the client IP in a tier with key_by="ip"), and ask the RateLimiter for a
+decision. Refusals get a 429 in the shared error shape; every limited response carries
+X-RateLimit-* and the IETF RateLimit-Policy / RateLimit fields. The auth routes' own limits (failed
+logins per account and address, reset e-mails per recipient) reach them through AuthLimitsDep.
 
 Client IP: X-Forwarded-For read right to left through TRUSTED_PROXY_COUNT hops (or past the
 TRUSTED_PROXY_CIDRS networks), because every proxy appends the address it saw and only the
@@ -11,7 +13,11 @@ client and the on-instance nginx appends the ALB: 2 hops.
 """
 
 import time
+from contextlib import AbstractAsyncContextManager, nullcontext
+from typing import Annotated
 
+from fastapi import Depends
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -19,8 +25,9 @@ from app.config import Settings
 from app.config.rate_limits import RateLimitTier
 from app.deps import resources_of
 from app.error_handlers import error_response
-from app.middleware.client_ip import ClientIP
+from app.middleware.client_ip import client_ip_for, forwarded_for, peer_of
 from app.security import InvalidToken, decode_access_token_with_key
+from app.services.ratelimit.auth_limits import AuthLimits
 from app.services.ratelimit.buckets import Decision, ceil_seconds
 from app.services.ratelimit.limiter import RateLimiter
 from app.services.ratelimit.rules import RateLimitRules
@@ -33,11 +40,12 @@ _BEARER = b"bearer "
 class _TierHeaders:
     """Precomputed per-category header values, and whether the tier only shadows."""
 
-    __slots__ = ("category", "limit", "name", "policy", "shadow")
+    __slots__ = ("by_ip", "category", "limit", "name", "policy", "shadow")
 
     def __init__(self, category: str, tier: RateLimitTier) -> None:
         self.category = category
         self.shadow = tier.shadow
+        self.by_ip = tier.key_by == "ip"
         self.limit = str(tier.capacity).encode()
         # IETF draft: quota q per window w seconds, i.e. the sustained rate (refill per period).
         self.policy = f'"{category}";q={tier.refill};w={tier.period_seconds}'.encode()
@@ -60,7 +68,7 @@ class RateLimitMiddleware:
             exempt_paths=settings.rate_limit_exempt_paths,
         )
         self._tiers = {name: _TierHeaders(name, tier) for name, tier in self._rules.tiers.items()}
-        self._client_ip = ClientIP(settings.trusted_proxy_count, settings.trusted_proxy_cidrs)
+        self._client_ip = client_ip_for(settings)
         self._given_redis = redis
         self._limiter: RateLimiter | None = None
         self._jwt_key: str | None = None
@@ -76,18 +84,11 @@ class RateLimitMiddleware:
             return
         tier = self._tiers[category]
         authorization: bytes | None = None
-        forwarded: list[bytes] = []
         for name, value in scope["headers"]:
             if name == b"authorization":
                 authorization = value
-            elif name == b"x-forwarded-for":
-                forwarded.append(value)
-        peer = scope.get("client")
-        ip = self._client_ip(
-            peer[0] if peer else None,
-            b",".join(forwarded).decode("latin-1") if forwarded else None,
-        )
-        user = self._verified_user(authorization) if authorization else None
+        ip = self._client_ip(peer_of(scope), forwarded_for(scope["headers"]))
+        user = self._verified_user(authorization) if authorization and not tier.by_ip else None
         redis = self._given_redis or resources_of(scope["app"]).redis
         limiter = self._limiter
         if limiter is None or limiter.redis is not redis:
@@ -157,3 +158,42 @@ class RateLimitMiddleware:
             await send(message)
 
         return send_with_headers
+
+
+class RequestAuthLimits:
+    """The auth limits (failed logins, reset e-mails) as one request of an auth route sees them:
+    keyed by its client address, never by a token. No limits when RATE_LIMIT_ENABLED is false."""
+
+    def __init__(self, limits: AuthLimits | None, address: str) -> None:
+        self._limits = limits
+        self._address = address
+
+    def login(self, account: str) -> AbstractAsyncContextManager[None]:
+        """Guard a login for `account`, the normalised e-mail (see AuthLimits.login)."""
+        if self._limits is None:
+            return nullcontext()
+        return self._limits.login(account, self._address)
+
+    async def reset_email_allowed(self, recipient: str) -> bool:
+        """Whether a reset e-mail to `recipient` (normalised) may go out (AuthLimits)."""
+        if self._limits is None:
+            return True
+        return await self._limits.reset_email_allowed(recipient)
+
+
+def get_auth_limits(request: Request) -> RequestAuthLimits:
+    """The request's auth limits: one AuthLimits per app and RedisService (a new one per
+    lifespan), and the client address read exactly as the limiter reads it."""
+    settings: Settings = request.app.state.settings
+    if not settings.rate_limit_enabled:
+        return RequestAuthLimits(None, "")
+    redis = resources_of(request.app).redis
+    limits: AuthLimits | None = getattr(request.app.state, "auth_limits", None)
+    if limits is None or limits.redis is not redis:
+        limits = request.app.state.auth_limits = AuthLimits(settings, redis)
+    scope = request.scope
+    address = client_ip_for(settings)(peer_of(scope), forwarded_for(scope["headers"]))
+    return RequestAuthLimits(limits, address)
+
+
+AuthLimitsDep = Annotated[RequestAuthLimits, Depends(get_auth_limits)]

@@ -55,6 +55,51 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
     return {key: value for key, value in record.__dict__.items() if key not in _STANDARD_ATTRS}
 
 
+# A formatter must never fail: a log call with a bad value would lose the line (or, in a
+# handler that re-raises, the request). These helpers turn any value into text.
+MAX_VALUE_CHARS = 10_000
+
+
+def safe_text(value: Any) -> str:
+    """`str(value)`, or a stand-in when that raises (a broken __str__, an int too long to print);
+    cut to MAX_VALUE_CHARS."""
+    try:
+        text = value if isinstance(value, str) else str(value)
+    except Exception:
+        try:
+            text = repr(value)
+        except Exception:
+            text = f"<unprintable {type(value).__name__}>"
+    if len(text) > MAX_VALUE_CHARS:
+        text = f"{text[:MAX_VALUE_CHARS]}...<{len(text) - MAX_VALUE_CHARS} more characters>"
+    return text
+
+
+def _message(record: logging.LogRecord) -> str:
+    """The record's message; when `msg % args` fails, the template and arguments as text."""
+    try:
+        return safe_text(record.getMessage())
+    except Exception:
+        return f"{safe_text(record.msg)} (unformattable arguments: {safe_text(record.args)})"
+
+
+def _json_default(value: Any) -> str:
+    return safe_text(value)
+
+
+def _to_json(entry: dict[str, Any]) -> str:
+    try:
+        return orjson.dumps(entry, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
+    except Exception:
+        # orjson refuses some values outright (integers past 64 bits, lone surrogates, deep
+        # nesting): then every value is written as text, surrogates escaped.
+        plain = {
+            key: safe_text(value).encode("utf-8", "backslashreplace").decode("utf-8")
+            for key, value in entry.items()
+        }
+        return orjson.dumps(plain).decode()
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, request/user id, extras."""
 
@@ -63,7 +108,7 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": _message(record),
             "pid": record.process,
         }
         request_id = getattr(record, "request_id", None)
@@ -75,14 +120,11 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
-        return orjson.dumps(entry, default=str).decode()
+        return _to_json(entry)
 
 
 class TextFormatter(logging.Formatter):
     """`time LEVEL [request_id user=N] logger: message key=value ...` for people."""
-
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)-7s %(context)s%(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
         request_id = getattr(record, "request_id", None)
@@ -90,13 +132,20 @@ class TextFormatter(logging.Formatter):
         context = ""
         if request_id is not None:
             context = f"[{request_id}{f' user={user_id}' if user_id is not None else ''}] "
-        record.__dict__["context"] = context
-        line = super().format(record)
-        del record.__dict__["context"]
+        line = (
+            f"{self.formatTime(record)} {record.levelname:<7} {context}{record.name}: "
+            f"{_message(record)}"
+        )
         extras = _extras(record)
         if extras:
-            line += " " + " ".join(f"{key}={value}" for key, value in extras.items())
-        return line
+            line += " " + " ".join(f"{key}={safe_text(value)}" for key, value in extras.items())
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        if record.stack_info:
+            line += "\n" + self.formatStack(record.stack_info)
+        # A NUL breaks terminals and tools that read C strings; a lone surrogate breaks encoding.
+        line = line.replace("\x00", "\\x00")
+        return line.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def resolve_format(log_format: str, environment: str) -> LogFormat:

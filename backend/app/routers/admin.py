@@ -18,13 +18,16 @@ from app.domain import assessments, attempts, candidate_search, jobs, profiles, 
 from app.domain.caching import ADMIN_DASHBOARD, CANDIDATE_SEARCH
 from app.http_cache import cached_response
 from app.schemas.admin import (
+    AdminAssessmentOut,
     AIGenerateIn,
     AIGenerateOut,
+    AssessmentPolicyIn,
     CandidateListOut,
     CandidateSearchOut,
     DashboardOut,
     ResultListOut,
 )
+from app.schemas.common import ResourceId, SafeText
 from app.schemas.job import AdminJobOut, JobCreateIn, JobListOut, JobUpdateIn
 from app.schemas.pagination import Page, PageSize
 from app.services.cache import make_key
@@ -62,7 +65,7 @@ async def search_candidates(
     request: Request,
     cache: CacheDep,
     database: DatabaseDep,
-    q: Annotated[str, Query(min_length=1, max_length=200)],
+    q: Annotated[SafeText, Query(min_length=1, max_length=200)],
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> Response:
     """Candidates ranked by how well their skills and summary match `q`."""
@@ -80,7 +83,7 @@ async def search_candidates(
 async def list_results(
     user: AdminUser,
     connection: ReportConnDep,
-    test_id: Annotated[int | None, Query(ge=1)] = None,
+    test_id: Annotated[ResourceId | None, Query()] = None,
     page: Page = 1,
     page_size: PageSize = 20,
 ) -> ResultListOut:
@@ -118,12 +121,25 @@ async def ai_generate(
                 duration_minutes=body.duration_minutes,
                 description=f"Generated questions on {body.topic} ({body.difficulty}).",
                 questions=generated,
+                max_attempts=body.max_attempts,
+                retake_cooldown_minutes=body.retake_cooldown_minutes,
             )
             await session.commit()
         test_id = test.id
     return AIGenerateOut.model_validate(
         {"topic": body.topic, "questions": generated, "test_id": test_id}
     )
+
+
+@router.patch("/tests/{test_id}")
+async def update_test_policy(
+    test_id: ResourceId, body: AssessmentPolicyIn, user: AdminUser, session: AdminSessionDep
+) -> AdminAssessmentOut:
+    """Set a test's attempt policy (the fields sent; null restores the settings' default).
+    Open attempts stay open; the policy applies to the next start."""
+    changes = body.changes(nullable=frozenset({"max_attempts", "retake_cooldown_minutes"}))
+    test = await assessments.update_test(session, test_id, changes)
+    return AdminAssessmentOut.model_validate(assessments.assessment_dict(test))
 
 
 @router.get("/jobs", response_model=JobListOut)
@@ -152,7 +168,7 @@ async def create_job(body: JobCreateIn, user: AdminUser, session: AdminSessionDe
 
 @router.patch("/jobs/{job_id}")
 async def update_job(
-    job_id: int, body: JobUpdateIn, user: AdminUser, session: AdminSessionDep
+    job_id: ResourceId, body: JobUpdateIn, user: AdminUser, session: AdminSessionDep
 ) -> AdminJobOut:
     """Change the fields sent."""
     job = await jobs.update_job(session, job_id, body.changes())
@@ -160,6 +176,6 @@ async def update_job(
 
 
 @router.delete("/jobs/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_job(job_id: int, user: AdminUser, session: AdminSessionDep) -> None:
+async def delete_job(job_id: ResourceId, user: AdminUser, session: AdminSessionDep) -> None:
     """Remove a job."""
     await jobs.delete_job(session, job_id)

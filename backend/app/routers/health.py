@@ -5,7 +5,10 @@
   and a short timeout. 503 only when the database cannot be reached or the process is draining;
   `degraded` (200) when Redis is down or the database answers but a connection pool of this
   process is full (check status `busy`: requests wait for connections, some get 503
-  service_busy, but restarting the instance would not help).
+  service_busy, but restarting the instance would not help). A process checks its dependencies
+  at most once per HEALTH_READY_CACHE_SECONDS however many probes arrive (concurrent probes
+  share the check in flight), so no client can turn probes into database and Redis traffic;
+  draining is read live.
 * `GET /health/detailed`: version, environment, uptime, checks, breaker states, queue depths and
   pool statistics (per area of routes too); only for admins or clients inside
   OPS_ALLOWED_NETWORKS.
@@ -17,19 +20,20 @@ goes to the log.
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.pool import QueuePool
 from starlette.responses import Response
 
 from app.config import Settings
 from app.database import Database
-from app.deps import SettingsDep, drain_of, resources_of, verify_bearer
+from app.deps import SettingsDep, drain_of, get_current_user, resources_of
 from app.error_handlers import error_response
 from app.errors import Forbidden
-from app.middleware.client_ip import ClientIP
+from app.middleware.client_ip import client_address
 from app.services.job_queue import JobQueue
 from app.services.redis import RedisService
 
@@ -74,14 +78,57 @@ async def _check_redis(redis: RedisService, timeout: float) -> dict[str, Any]:  
     return {"status": "ok", "latency_ms": round(latency * 1000, 2)}
 
 
-async def _readiness(request: Request, settings: Settings) -> tuple[str, dict[str, Any]]:
+Checks = dict[str, dict[str, Any]]
+
+
+class ReadinessCache:
+    """A process's latest dependency checks, reused for `ttl` seconds; concurrent callers share
+    the one check in flight (single flight)."""
+
+    def __init__(self, ttl: float) -> None:
+        self._ttl = ttl
+        self._checks: Checks | None = None
+        self._checked_at = 0.0
+        self._in_flight: asyncio.Future[Checks] | None = None
+
+    async def get(self, check: Callable[[], Awaitable[Checks]]) -> Checks:
+        """The cached checks while fresh, else the result of one `check()` shared by callers."""
+        if self._checks is not None and time.monotonic() - self._checked_at < self._ttl:
+            return self._checks
+        if self._in_flight is None:
+            self._in_flight = asyncio.ensure_future(self._refresh(check))
+        # Shielded: a probe that disconnects must not cancel the check the others wait for.
+        return await asyncio.shield(self._in_flight)
+
+    async def _refresh(self, check: Callable[[], Awaitable[Checks]]) -> Checks:
+        try:
+            checks = await check()
+            self._checks, self._checked_at = checks, time.monotonic()
+            return checks
+        finally:
+            self._in_flight = None
+
+
+def _readiness_cache(app: FastAPI, settings: Settings) -> ReadinessCache:
+    cache: ReadinessCache | None = getattr(app.state, "readiness_cache", None)
+    if cache is None:
+        cache = app.state.readiness_cache = ReadinessCache(settings.health_ready_cache_seconds)
+    return cache
+
+
+async def _readiness(request: Request, settings: Settings) -> tuple[str, Checks]:
     """The overall status (ready, degraded, not_ready, draining) and the individual checks."""
     timeout = settings.health_check_timeout_seconds
     resources = resources_of(request.app)
-    database, redis = await asyncio.gather(
-        _check_database(resources.database, timeout), _check_redis(resources.redis, timeout)
-    )
-    checks = {"database": database, "redis": redis}
+
+    async def check() -> Checks:
+        database, redis = await asyncio.gather(
+            _check_database(resources.database, timeout), _check_redis(resources.redis, timeout)
+        )
+        return {"database": database, "redis": redis}
+
+    checks = await _readiness_cache(request.app, settings).get(check)
+    database, redis = checks["database"], checks["redis"]
     drain = drain_of(request.app)
     if drain is not None and drain.draining:
         return "draining", checks
@@ -117,20 +164,19 @@ async def readiness(request: Request, settings: SettingsDep) -> Response | dict[
     return {"status": status, "checks": checks}
 
 
-def require_ops_access(
+async def require_ops_access(
     request: Request,
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
     """Operators only: a client inside OPS_ALLOWED_NETWORKS, or an admin's bearer token."""
     if credentials is not None:
-        if verify_bearer(settings, credentials).role == "admin":
+        # The account behind the token is checked too: a demoted admin loses access.
+        if (await get_current_user(request, settings, credentials)).role == "admin":
             return
         raise Forbidden("Administrator access is required.")
     # Read through our own proxies exactly as the rate limiter reads it (hops or trusted CIDRs).
-    client = ClientIP(settings.trusted_proxy_count, settings.trusted_proxy_cidrs)
-    peer = request.client.host if request.client else None
-    ip = client.address(peer, request.headers.get("x-forwarded-for"))
+    ip = client_address(request.scope, settings)
     if ip is not None and any(
         ip.version == network.version and ip in network for network in settings.ops_allowed_networks
     ):

@@ -9,20 +9,21 @@ from app.deps import resources_of
 from app.domain import jobs
 from app.domain.caching import JOB_DETAIL, JOB_LISTINGS
 from app.http_cache import cached_response
+from app.schemas.common import ResourceId, SafeText
 from app.schemas.job import JobListOut, JobOut
 from app.schemas.pagination import Page, PageSize
 from app.services.cache import make_key
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
-SearchTerm = Annotated[str | None, Query(min_length=1, max_length=100)]
+SearchTerm = Annotated[SafeText | None, Query(min_length=1, max_length=100)]
 
 
 @router.get("", response_model=JobListOut)
 async def list_jobs(
     request: Request,
     search: SearchTerm = None,
-    job_type: Annotated[str | None, Query(max_length=40)] = None,
+    job_type: Annotated[SafeText | None, Query(max_length=40)] = None,
     location: SearchTerm = None,
     page: Page = 1,
     page_size: PageSize = 20,
@@ -47,7 +48,7 @@ async def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut)
-async def get_job(job_id: int, request: Request) -> Response:
+async def get_job(job_id: ResourceId, request: Request) -> Response:
     """One active job."""
     resources = resources_of(request.app)
 

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Query
 
 from app.deps import CurrentUser, SessionDep
 from app.domain import notifications
+from app.schemas.common import ResourceId
 from app.schemas.notification import NotificationListOut, NotificationOut
 
 router = APIRouter(prefix="/api/notifications", tags=["notifications"])
@@ -28,7 +29,7 @@ async def list_notifications(
 
 @router.post("/{notification_id}/read")
 async def mark_read(
-    notification_id: int, user: CurrentUser, session: SessionDep
+    notification_id: ResourceId, user: CurrentUser, session: SessionDep
 ) -> NotificationOut:
     """Mark one notification read (idempotent)."""
     return NotificationOut.model_validate(

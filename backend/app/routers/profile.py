@@ -9,6 +9,7 @@ from starlette.types import Message
 from app.deps import CandidateUser, JobQueueDep, SessionDep, SettingsDep, StorageDep
 from app.domain import profiles, resumes
 from app.errors import InvalidInput, PayloadTooLarge
+from app.schemas.common import NUL
 from app.schemas.profile import ProfileOut, ProfileUpdateIn, ResumeStatusOut
 
 router = APIRouter(prefix="/api/profile", tags=["profile"])
@@ -71,6 +72,11 @@ async def _read_resume(request: Request, limit: int) -> tuple[str, bytes, str | 
         if not isinstance(upload, UploadFile):
             raise InvalidInput(
                 "Send the resume as the multipart field 'file'.", code="file_missing"
+            )
+        # The name is stored (Postgres refuses NUL in text) and the type passed to storage.
+        if NUL in (upload.filename or "") or NUL in (upload.content_type or ""):
+            raise InvalidInput(
+                "The file name and type must not contain NUL characters.", code="nul_character"
             )
         data = await upload.read(limit + 1)
         if len(data) > limit:

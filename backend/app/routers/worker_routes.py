@@ -6,49 +6,60 @@ X-Real-IP) must be loopback. A queued message's body names its task (EB posts al
 messages to one configured path); a cron task's empty body runs the task of its route.
 """
 
-import ipaddress
-
 from fastapi import APIRouter, Depends, Request
+from starlette.datastructures import Headers
 from starlette.responses import Response
 
 from app.deps import get_app_settings, resources_of
 from app.error_handlers import error_response
 from app.errors import BadRequest, Forbidden
+from app.middleware.client_ip import is_local_request
 from app.services.job_queue import Delivery, Outcome
 from app.worker.delivery import process
 
 MSGID_HEADER = "x-aws-sqsd-msgid"
 
 
-def _is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address.strip()).is_loopback
-    except ValueError:
-        return False
-
-
 def require_local_daemon(request: Request) -> None:
     """403 unless the request comes from this host (WORKER_ALLOW_REMOTE lifts the check)."""
     if get_app_settings(request).worker_allow_remote:
         return
-    hops = [request.client.host if request.client else ""]
-    hops += [hop for hop in request.headers.get("x-forwarded-for", "").split(",") if hop.strip()]
-    if "x-real-ip" in request.headers:
-        hops.append(request.headers["x-real-ip"])
-    if not all(_is_loopback(hop) for hop in hops):
+    if not is_local_request(request.scope):
         raise Forbidden("Worker routes accept requests from the local SQS daemon only.")
 
 
 router = APIRouter(prefix="/worker", tags=["worker"], dependencies=[Depends(require_local_daemon)])
 
 
+# What header values may be: they land in processed_jobs / failed_jobs columns (message ids in
+# String(255) keys with a prefix, receive counts in a 32-bit INTEGER), so anything else is a 400.
+MAX_MESSAGE_ID_LENGTH = 200
+MAX_HEADER_TEXT_LENGTH = 100
+MAX_RECEIVE_COUNT = 2**31 - 1
+
+
+def _text(headers: Headers, name: str, limit: int) -> str | None:
+    value = headers.get(name)
+    if value is not None and not (len(value) <= limit and value.isascii() and value.isprintable()):
+        raise BadRequest(
+            f"{name} must be at most {limit} printable ASCII characters.", code="invalid_header"
+        )
+    return value
+
+
 def _int(value: str | None, default: int) -> int:
-    return int(value) if value is not None and value.isdigit() else default
+    if value is None:
+        return default
+    # Only ASCII digits: str.isdigit also accepts characters such as "²" that int() refuses.
+    digits = value.isascii() and value.isdigit() and len(value) <= 10
+    if not (digits and 1 <= int(value) <= MAX_RECEIVE_COUNT):
+        raise BadRequest("X-Aws-Sqsd-Receive-Count is not a valid count.", code="invalid_header")
+    return int(value)
 
 
 async def _deliver(request: Request, task: str) -> Response:
     headers = request.headers
-    message_id = headers.get(MSGID_HEADER)
+    message_id = _text(headers, MSGID_HEADER, MAX_MESSAGE_ID_LENGTH)
     if not message_id:
         raise BadRequest("X-Aws-Sqsd-Msgid is missing.", code="missing_message_id")
     # Unknown headers (newer sqsd versions, X-Aws-Sqsd-Attr-*) are ignored.
@@ -57,8 +68,8 @@ async def _deliver(request: Request, task: str) -> Response:
         body=await request.body(),
         route_task=task,
         receive_count=_int(headers.get("x-aws-sqsd-receive-count"), 1),
-        cron_task_name=headers.get("x-aws-sqsd-taskname"),
-        scheduled_at=headers.get("x-aws-sqsd-scheduled-at"),
+        cron_task_name=_text(headers, "x-aws-sqsd-taskname", MAX_HEADER_TEXT_LENGTH),
+        scheduled_at=_text(headers, "x-aws-sqsd-scheduled-at", MAX_HEADER_TEXT_LENGTH),
     )
     outcome = await process(resources_of(request.app).worker_context(), delivery)
     if outcome is Outcome.RETRY:

@@ -1,7 +1,7 @@
 """Admin bodies: dashboard, candidates, results and AI question generation."""
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -67,6 +67,28 @@ class ResultListOut(BaseModel):
     has_more: bool
 
 
+MaxAttempts = Annotated[int, Field(ge=1, le=100)]
+RetakeCooldownMinutes = Annotated[int, Field(ge=0, le=365 * 24 * 60)]
+
+
+class AssessmentPolicyIn(StrictModel):
+    """PATCH a test's attempt policy: the fields sent change; null restores the default."""
+
+    max_attempts: MaxAttempts | None = None
+    retake_cooldown_minutes: RetakeCooldownMinutes | None = None
+
+
+class AdminAssessmentOut(BaseModel):
+    id: int
+    title: str
+    description: str | None
+    duration_minutes: int
+    active: bool
+    # The test's own policy; null: the ASSESSMENT_* settings' default applies.
+    max_attempts: int | None
+    retake_cooldown_minutes: int | None
+
+
 class AIGenerateIn(StrictModel):
     topic: str = Field(min_length=2, max_length=200)
     count: int = Field(5, ge=1, le=20)
@@ -74,6 +96,9 @@ class AIGenerateIn(StrictModel):
     create_test: bool = False
     title: str | None = Field(None, min_length=1, max_length=200)
     duration_minutes: int = Field(30, ge=1, le=24 * 60)
+    # Attempt policy of the created test; null takes the ASSESSMENT_* settings' default.
+    max_attempts: MaxAttempts | None = None
+    retake_cooldown_minutes: RetakeCooldownMinutes | None = None
 
     @model_validator(mode="after")
     def _title_when_creating(self) -> "AIGenerateIn":

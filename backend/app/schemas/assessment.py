@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from app.schemas.common import StrictModel
+from app.schemas.common import ResourceId, StrictModel
 
 AttemptStatus = Literal["in_progress", "completed", "abandoned"]
 
@@ -16,6 +16,17 @@ class AssessmentSummaryOut(BaseModel):
     description: str | None
     duration_minutes: int
     question_count: int
+    # The test's attempt policy (its own, or the deployment's default).
+    max_attempts: int
+    retake_cooldown_minutes: int
+    # The caller's attempts at it.
+    attempts_used: int
+    attempts_remaining: int
+    attempt_in_progress: bool
+    # Whether POST /start would start or resume an attempt now.
+    can_start: bool
+    # When the retake cooldown ends, while it runs (null otherwise).
+    next_attempt_at: datetime | None
 
 
 class QuestionOut(BaseModel):
@@ -27,7 +38,7 @@ class QuestionOut(BaseModel):
 
 
 class StartIn(StrictModel):
-    test_id: int = Field(ge=1)
+    test_id: ResourceId
 
 
 class AttemptOut(BaseModel):
@@ -40,7 +51,9 @@ class AttemptOut(BaseModel):
 
 
 class AnswerIn(StrictModel):
-    question_id: int = Field(ge=1)
+    question_id: ResourceId
+    # One of the question's options exactly (surrounding whitespace is stripped; case counts),
+    # or free text for a question without options.
     answer_text: str = Field(min_length=1, max_length=5000)
 
 
@@ -51,7 +64,7 @@ class AnswerOut(BaseModel):
 
 
 class SubmitIn(StrictModel):
-    attempt_id: int = Field(ge=1)
+    attempt_id: ResourceId
     answers: list[AnswerIn] = Field(min_length=1, max_length=500)
 
 
@@ -61,10 +74,12 @@ class SubmitOut(BaseModel):
 
 
 class CompleteIn(StrictModel):
-    attempt_id: int = Field(ge=1)
+    attempt_id: ResourceId
 
 
 class ResultOut(BaseModel):
+    """The total only: which answers were right is never shown to the candidate."""
+
     attempt_id: int
     test_id: int
     status: AttemptStatus

@@ -6,7 +6,8 @@ app. ``local`` (embedded default): :class:`LocalJobQueue` runs the same handlers
 the background, with sqsd's semantics: a job is retried after a delay until it succeeds, is
 rejected for good, or has been tried WORKER_MAX_RECEIVE_COUNT times (then it is recorded as failed,
 the local stand-in for the dead-letter queue). Local jobs live in memory: a process that stops
-drops the ones still waiting.
+drops the ones still waiting. They share the web process's event loop, so handlers keep
+CPU-heavy work off it (resume parsing runs in a limited child process, app.domain.resume_sandbox).
 """
 
 import asyncio

@@ -1,9 +1,11 @@
 """File storage for resumes: a local directory by default; S3-compatible or Cloudinary in prod."""
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import re
+import secrets
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -29,6 +31,9 @@ from app.services.http_client import (
 )
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,511}$")
+# Local uploads: readable and writable by the service user only.
+_FILE_MODE = 0o600
+_DIR_MODE = 0o700
 
 
 class StorageNotFound(Exception):
@@ -53,7 +58,12 @@ def check_key(key: str) -> str:
 
 
 class LocalStorage:
-    """Files under a local directory; writes are atomic (temp file + rename)."""
+    """Files under a local directory; writes are atomic (temp file + rename).
+
+    Uploads are personal data: files are created 0600 and directories 0700 (readable by the
+    service user only), by the system calls that create them, so no moment exists in which a
+    file is readable by others. The umask can only narrow these modes.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -75,10 +85,28 @@ class LocalStorage:
 
     @staticmethod
     def _write(path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        _make_private_dirs(path.parent)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            tmp.replace(path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
+def _make_private_dirs(directory: Path) -> None:
+    """Create `directory` and its missing parents, each with mode 0700 (mkdir -p would use the
+    default mode for the parents)."""
+    missing: list[Path] = []
+    while not directory.is_dir():
+        missing.append(directory)
+        directory = directory.parent
+    for each in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # made by a concurrent upload
+            os.mkdir(each, _DIR_MODE)
 
 
 class S3Storage:

@@ -180,6 +180,57 @@ def test_procfile_command_loads_its_app(tier: str, tmp_path: Path) -> None:
     assert UvicornWorker.__module__ == "app.gunicorn_worker"
 
 
+# What DEPLOY.md says to set on each environment, beside the bundle's own settings.
+PER_ENVIRONMENT = {
+    "JWT_SECRET": "q3Vx9LkP0s7Zr2mB8eYt4Wn6Hc1Ju5Df0Ga3Ko9Si2Xl7Rv4Pb8Ez1Cw6Ny5Tq0Mh",
+    "DATABASE_URL": "postgresql+asyncpg://app@pooler.internal:6543/postgres",
+    "DATABASE_DIRECT_URL": "postgresql+asyncpg://app@pooler.internal:5432/postgres",
+    "REDIS_URL": "redis://cache.internal:6379/0",
+}
+
+
+def check_tier_config(
+    tier: str, tmp_path: Path, **variables: str
+) -> subprocess.CompletedProcess[str]:
+    """gunicorn --check-config of a tier's Procfile with exactly the environment EB gives it."""
+    env = {
+        name: str(value)
+        for name, value in tier_options(tier)[
+            "aws:elasticbeanstalk:application:environment"
+        ].items()
+    }
+    env.update(
+        PATH=os.environ["PATH"],
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
+        DATA_DIR=str(tmp_path / "data"),
+        **variables,
+    )
+    return subprocess.run(
+        [str(GUNICORN), "--check-config", *procfile_command(tier)[1:]],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("tier", available_tiers())
+def test_bundle_environment_passes_the_production_guards(tier: str, tmp_path: Path) -> None:
+    env = tier_options(tier)["aws:elasticbeanstalk:application:environment"]
+    # No guard is lifted and the API docs stay off: the bundle sets no ALLOW_* setting.
+    assert not [name for name in env if name.startswith("ALLOW_")]
+    assert "API_DOCS_ENABLED" not in env
+
+    result = check_tier_config(tier, tmp_path, **PER_ENVIRONMENT)
+    assert result.returncode == 0, result.stderr
+
+    bare = check_tier_config(tier, tmp_path)
+    assert bare.returncode != 0
+    for setting in ("JWT_SECRET", "DATABASE_URL", "REDIS_URL"):
+        assert setting in bare.stderr
+
+
 @pytest.mark.skipif(not has_worker_app(), reason="the worker app is not in the tree yet")
 def test_worker_tier_routes_and_timeouts_fit_together() -> None:
     settings = tier_options("worker")

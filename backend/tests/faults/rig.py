@@ -28,8 +28,10 @@ from typing import Any
 
 import asyncpg
 import httpx
+from sqlalchemy import update
 
 from app.main import create_app
+from app.models import Question
 from tests.conftest import make_settings
 from tests.support.apps import client_for
 from tests.support.database import asyncpg_dsn
@@ -90,6 +92,13 @@ async def seed(tmp_path: Path, database_url: str, *, candidates: int = 6) -> Pop
     app = create_app(make_settings(tmp_path / "seed", database_url=database_url))
     async with app.router.lifespan_context(app):
         test, questions = await create_test(app, questions=4)
+        async with app.state.resources.database.sessionmaker() as session:
+            # Free-text questions: each answer is a unique text the ledger can find again
+            # (a question with options only takes one of them).
+            await session.execute(
+                update(Question).where(Question.test_id == test.id).values(options=[])
+            )
+            await session.commit()
         jobs = [await create_job(app, title=f"Seeded job {n}") for n in range(5)]
         async with client_for(app) as client:
             admin = await admin_token(app, client)

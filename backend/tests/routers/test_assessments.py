@@ -7,7 +7,7 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import func, select, update
 
-from app.models import Attempt, Notification
+from app.models import Assessment, Attempt, Notification
 from app.models.base import utcnow
 from tests.support.factories import admin_token, auth, candidate_token, create_test
 
@@ -32,6 +32,13 @@ async def test_available_lists_active_tests_with_counts(
             "description": "Warm-up",
             "duration_minutes": 30,
             "question_count": 4,
+            "max_attempts": 1,
+            "retake_cooldown_minutes": 24 * 60,
+            "attempts_used": 0,
+            "attempts_remaining": 1,
+            "attempt_in_progress": False,
+            "can_start": True,
+            "next_attempt_at": None,
         }
     ]
     assert (await client.get("/api/tests/available")).status_code == 401
@@ -45,12 +52,13 @@ async def test_full_attempt_scores_correct_answers(client: httpx.AsyncClient, ap
     assert [q["id"] for q in attempt["questions"]] == [q.id for q in questions]
     assert all("correct_answer" not in q for q in attempt["questions"])
 
-    # q1 wrong, then replaced by the right one (idempotent upsert); q2 right, ignoring case/space.
+    # q1 wrong, then replaced by the right one (idempotent upsert); q2 right, surrounding
+    # whitespace stripped.
     attempt_id = attempt["attempt_id"]
     for question_id, text in (
         (questions[0].id, "A"),
         (questions[0].id, "B"),
-        (questions[1].id, "  b "),
+        (questions[1].id, "  B "),
     ):
         answered = await client.post(
             f"/api/tests/{attempt_id}/answer",
@@ -101,6 +109,14 @@ async def test_expired_attempt_rejects_answers_and_restarts(
     client: httpx.AsyncClient, app: FastAPI
 ) -> None:
     test, questions = await create_test(app)
+    async with app.state.resources.database.sessionmaker() as session:
+        # A retake on purpose: a lenient policy for this test.
+        await session.execute(
+            update(Assessment)
+            .where(Assessment.id == test.id)
+            .values(max_attempts=2, retake_cooldown_minutes=0)
+        )
+        await session.commit()
     token = await candidate_token(client)
     attempt = await _start(client, token, test.id)
     async with app.state.resources.database.sessionmaker() as session:

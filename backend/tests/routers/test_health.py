@@ -1,14 +1,23 @@
 """Health routes against real Postgres and Redis, including dead and hung dependencies."""
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
+import redis
+from fastapi import FastAPI
+from sqlalchemy import event
+
 from app.main import create_app
-from tests.conftest import POOLED_RUN, make_settings
+from tests.conftest import POOLED_RUN, TEST_JWT_SECRET, make_settings
 from tests.support.apps import AppFactory, client_for
 from tests.support.factories import admin_token, auth, candidate_token
 from tests.support.redis_server import RedisServer, free_port
+from tests.support.uvicorn_processes import UvicornProcesses
 
 # Whatever goes wrong, probe bodies must not leak where dependencies live or what failed.
 LEAKS = ("127.0.0.1", "localhost", "postgres", "hp_test", "Error", "refused", "Traceback")
@@ -71,7 +80,7 @@ async def test_a_full_pool_is_degraded_not_unready(app_with: AppFactory) -> None
     """Every connection of the pool taken (a burst, a lock): the database still answers on a
     one-off connection, so the instance says degraded instead of leaving the load balancer."""
     async with (
-        app_with(db_pool_size=2, db_pooler_client_pool_size=2) as app,
+        app_with(db_pool_size=2, db_pooler_client_pool_size=2, health_ready_cache_seconds=0) as app,
         client_for(app) as client,
     ):
         engine = app.state.resources.database.engine
@@ -116,7 +125,9 @@ async def test_redis_recovery_returns_to_ready(app_with: AppFactory) -> None:
     server.start()
     try:
         async with (
-            app_with(redis_url=server.url, redis_backoff_seconds=0.05) as app,
+            app_with(
+                redis_url=server.url, redis_backoff_seconds=0.05, health_ready_cache_seconds=0
+            ) as app,
             client_for(app) as client,
         ):
             server.stop()
@@ -311,3 +322,113 @@ async def test_detailed_allowlist_honours_trusted_proxy_networks(app_with: AppFa
         direct = await nginx.get("/health/detailed")
     assert relayed.status_code == 403
     assert direct.status_code == 200
+
+
+PROBES = 200
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    """A redis-server of this test alone, so its command counts are the app's."""
+    server = RedisServer()
+    server.start()
+    yield server
+    server.cleanup()
+
+
+def redis_pings(server: RedisServer) -> int:
+    """PING commands the server has executed (INFO commandstats)."""
+    client = redis.Redis(port=server.port)
+    try:
+        stats: dict[str, Any] = client.info("commandstats")
+    finally:
+        client.close()
+    return int(stats.get("cmdstat_ping", {}).get("calls", 0))
+
+
+@contextmanager
+def database_probes(app: FastAPI) -> Iterator[list[str]]:
+    """The SQL statements the app's read engine sends while the block runs."""
+    statements: list[str] = []
+    engine = app.state.resources.database.read_engine.sync_engine
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+async def test_probes_share_one_check_per_interval(
+    app_with: AppFactory, private_redis: RedisServer
+) -> None:
+    """200 probes, concurrent then one after another, within one interval: one database query
+    and one Redis PING in all."""
+    async with (
+        app_with(redis_url=private_redis.url, health_ready_cache_seconds=30) as app,
+        client_for(app) as client,
+    ):
+        pings_before = redis_pings(private_redis)
+        with database_probes(app) as statements:
+            concurrent = await asyncio.gather(
+                *(client.get("/health/ready") for _ in range(PROBES // 2))
+            )
+            sequential = [await client.get("/health/ready") for _ in range(PROBES // 2)]
+        pings = redis_pings(private_redis) - pings_before
+    responses = concurrent + sequential
+    assert [response.status_code for response in responses] == [200] * PROBES
+    assert {response.json()["status"] for response in responses} == {"ready"}
+    assert statements == ["SELECT 1"]
+    assert pings == 1
+
+
+async def test_without_the_interval_every_probe_checks(
+    app_with: AppFactory, private_redis: RedisServer
+) -> None:
+    """The control for the counts above: with HEALTH_READY_CACHE_SECONDS=0 each probe one after
+    another queries the database and pings Redis."""
+    async with (
+        app_with(redis_url=private_redis.url, health_ready_cache_seconds=0) as app,
+        client_for(app) as client,
+    ):
+        pings_before = redis_pings(private_redis)
+        with database_probes(app) as statements:
+            for _ in range(20):
+                assert (await client.get("/health/ready")).status_code == 200
+        pings = redis_pings(private_redis) - pings_before
+    assert statements == ["SELECT 1"] * 20
+    assert pings == 20
+
+
+async def test_probes_across_processes_check_once_per_process(
+    tmp_path: Path, database_url: str, private_redis: RedisServer
+) -> None:
+    """Two uvicorn processes, 200 concurrent probes between them: one PING per process."""
+    env = {
+        "ENVIRONMENT": "development",
+        "JWT_SECRET": TEST_JWT_SECRET,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": private_redis.url,
+        "DATA_DIR": str(tmp_path / "server-data"),
+        "RATE_LIMIT_ENABLED": "false",
+        "CACHE_ENABLED": "false",
+        "HEALTH_READY_CACHE_SECONDS": "30",
+        "LOG_LEVEL": "WARNING",
+    }
+    servers = UvicornProcesses("app.main:app", 2, env)
+    await asyncio.to_thread(servers.start)
+    try:
+        pings_before = redis_pings(private_redis)
+        limits = httpx.Limits(max_connections=PROBES)
+        async with httpx.AsyncClient(limits=limits, timeout=30.0) as client:
+            responses = await asyncio.gather(
+                *(client.get(f"{servers.urls[index % 2]}/health/ready") for index in range(PROBES))
+            )
+        pings = redis_pings(private_redis) - pings_before
+    finally:
+        await asyncio.to_thread(servers.stop)
+    assert [response.status_code for response in responses] == [200] * PROBES
+    assert pings == 2

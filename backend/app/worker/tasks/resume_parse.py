@@ -1,14 +1,20 @@
 """resume-parse: read the uploaded file, extract skills and experience, summarise it, update the
-profile, notify the candidate and queue the vector indexing. A newer upload supersedes the job."""
+profile, notify the candidate and queue the vector indexing. A newer upload supersedes the job.
 
-import asyncio
+Parsing runs in a limited child process (app.domain.resume_sandbox), in the worker tier and in the
+web process alike (QUEUE_BACKEND=local). A file the parser cannot read or that hits a limit is a
+permanent failure: the profile says `failed` with the reason, the job is recorded as rejected and
+not retried. A parser process that could not run is retried like any infrastructure error.
+"""
+
 import logging
 
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain import profiles, resumes
-from app.domain.resume_parser import ResumeParseError, parse_resume
+from app.domain.resume_parser import ResumeParseError
+from app.domain.resume_sandbox import SandboxLimits, parse_in_sandbox
 from app.services.storage import StorageNotFound
 from app.worker.context import JobRun, PermanentJobError, WorkerContext, derived_job_id
 
@@ -38,11 +44,11 @@ async def run(ctx: WorkerContext, job: JobRun, session: AsyncSession) -> str | N
 
     try:
         data = await ctx.storage.get(key)
-        parsed = await asyncio.to_thread(parse_resume, data, key.rsplit(".", 1)[-1].lower())
+        parsed = await parse_in_sandbox(data, key.rsplit(".", 1)[-1].lower(), _limits(ctx))
     except StorageNotFound:
         return await _failed(session, payload, "The resume file is missing.")
     except ResumeParseError as exc:
-        return await _failed(session, payload, f"The resume could not be read: {exc}.")
+        return await _failed(session, payload, str(exc))
     summary = await ctx.ai.summarize_resume(parsed.text)
     stored = await resumes.record_parsed(
         session,
@@ -67,6 +73,16 @@ async def run(ctx: WorkerContext, job: JobRun, session: AsyncSession) -> str | N
         job_id=derived_job_id(job.id, "vector-index"),
     )
     return None
+
+
+def _limits(ctx: WorkerContext) -> SandboxLimits:
+    settings = ctx.settings
+    return SandboxLimits(
+        cpu_seconds=settings.resume_parse_cpu_seconds,
+        memory_mb=settings.resume_parse_memory_mb,
+        timeout_seconds=settings.resume_parse_timeout_seconds,
+        concurrency=settings.resume_parse_concurrency,
+    )
 
 
 async def _failed(session: AsyncSession, payload: ResumeParsePayload, reason: str) -> str:

@@ -1,13 +1,16 @@
 """Breaker policies come from settings: CIRCUIT_BREAKER_* for every breaker, CIRCUIT_BREAKERS per
 breaker, validated at startup and acted on by a real server process."""
 
+import asyncio
 import json
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 from pydantic import ValidationError
@@ -17,6 +20,7 @@ from app.config import Settings
 from app.security import create_access_token
 from app.services.circuit_breaker import breaker_config, create_breakers
 from tests.conftest import TEST_JWT_SECRET, make_settings
+from tests.support.database import asyncpg_dsn
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.uvicorn_processes import BACKEND_DIR, UvicornProcesses
 
@@ -156,17 +160,32 @@ def server(
         yield processes.urls[0]
 
 
-def _admin_headers(tmp_path: Path) -> dict[str, str]:
-    # Signed with the server's JWT_SECRET; the admin routes trust the token's role.
-    token, _ = create_access_token(make_settings(tmp_path), 1, "admin")
+def _admin_headers(tmp_path: Path, postgres_url: str) -> dict[str, str]:
+    """A token signed with the server's JWT_SECRET for a real admin row (tokens are checked
+    against the account behind them)."""
+
+    async def insert_admin() -> int:
+        connection = await asyncpg.connect(asyncpg_dsn(postgres_url))
+        try:
+            user_id: int = await connection.fetchval(
+                "INSERT INTO users (email, password_hash, full_name, role, is_active, created_at)"
+                " VALUES ($1, 'x', 'Breaker Admin', 'admin', true, now()) RETURNING id",
+                f"breaker-admin-{uuid.uuid4().hex}@example.com",
+            )
+        finally:
+            await connection.close()
+        return user_id
+
+    user_id = asyncio.run(insert_admin())
+    token, _ = create_access_token(make_settings(tmp_path), user_id, "admin")
     return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.mark.slow
 def test_a_server_acts_on_the_breaker_settings_of_its_environment(
-    server: str, upstream: FakeUpstream, tmp_path: Path
+    server: str, upstream: FakeUpstream, tmp_path: Path, postgres_url: str
 ) -> None:
-    headers = _admin_headers(tmp_path)
+    headers = _admin_headers(tmp_path, postgres_url)
     with httpx.Client(base_url=server, timeout=30.0) as http:
         detailed = http.get("/health/detailed").json()["circuit_breakers"]
         assert {

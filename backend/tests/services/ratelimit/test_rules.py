@@ -45,8 +45,10 @@ def test_default_tiers_are_the_plans_table() -> None:
     ("method", "path", "category"),
     [
         ("POST", "/api/auth/login", "auth"),
+        ("POST", "/api/auth/admin/login", "auth"),
         ("POST", "/api/auth/register", "auth"),
         ("POST", "/api/auth/forgot-password", "auth"),
+        ("POST", "/api/auth/reset-password", "auth"),
         ("POST", "/api/profile/resume", "ai_heavy"),
         ("POST", "/api/admin/ai-generate", "ai_heavy"),
         ("GET", "/api/profile/resume-status", "read"),
@@ -74,6 +76,32 @@ def test_categories(method: str, path: str, category: str) -> None:
 )
 def test_exempt_paths(path: str) -> None:
     assert default_rules().category("GET", path) is None
+
+
+def test_only_the_auth_tier_is_keyed_by_client_address() -> None:
+    keyed = {name: tier.key_by for name, tier in Settings().rate_limit_tiers.items()}
+    assert keyed == {
+        "auth": "ip",
+        "ai_heavy": "user",
+        "upload": "user",
+        "read": "user",
+        "write": "user",
+        "default": "user",
+    }
+
+
+def test_key_by_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "RATE_LIMIT_TIERS", '{"default": {"capacity": 3, "refill": 1, "key_by": "ip"}}'
+    )
+    assert Settings().rate_limit_tiers == {
+        "default": RateLimitTier(capacity=3, refill=1, key_by="ip")
+    }
+    monkeypatch.setenv(
+        "RATE_LIMIT_TIERS", '{"default": {"capacity": 3, "refill": 1, "key_by": "x"}}'
+    )
+    with pytest.raises(ValueError, match="key_by"):
+        Settings()
 
 
 def test_tiers_and_rules_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
