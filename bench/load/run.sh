@@ -17,7 +17,9 @@ mkdir -p "$OUT"
 psql -q -h 127.0.0.1 -U postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
 export DATABASE_URL="postgresql+asyncpg://postgres@127.0.0.1:5432/$DB"
 export REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
-export ENVIRONMENT=production JWT_SECRET="load-test-secret-0123456789-abcdefghijklmnop"
+export ENVIRONMENT=production
+JWT_SECRET="$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')"
+export JWT_SECRET
 export TRUSTED_PROXY_COUNT=1 RATE_LIMIT_ENABLED=true CACHE_ENABLED=true QUEUE_BACKEND=local
 export RATE_LIMIT_EXPECTED_PROCESSES="$WORKERS" LOG_LEVEL=WARNING
 export GUNICORN_BIND="127.0.0.1:$APP_PORT" GUNICORN_WORKERS="$WORKERS"

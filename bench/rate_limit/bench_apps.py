@@ -7,6 +7,7 @@ are all admitted and every request pays for a full decision.
 """
 
 import os
+import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -145,7 +146,8 @@ def with_ours() -> FastAPI:
     # Production settings: default tiers, batching, hiredis, one trusted proxy hop.
     settings = Settings(
         environment="production",
-        jwt_secret="bench-" + "s" * 40,
+        jwt_secret=secrets.token_urlsafe(48),
+        allow_sqlite=True,  # the limiter alone: no database is opened
         redis_url=REDIS_URL,
         trusted_proxy_count=1,
     )

@@ -11,6 +11,7 @@ Usage (from the repository root): .venv/bin/python bench/rate_limit/outage.py [r
 """
 
 import asyncio
+import secrets
 import statistics
 import sys
 import time
@@ -97,7 +98,8 @@ async def main() -> None:
     redis_server.start()
     settings = Settings(
         environment="production",
-        jwt_secret="outage-" + "s" * 40,
+        jwt_secret=secrets.token_urlsafe(48),
+        allow_sqlite=True,  # the limiter alone: no database is opened
         redis_url=redis_server.url,
         trusted_proxy_count=1,
     )
