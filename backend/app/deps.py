@@ -3,7 +3,6 @@ process's resources, plus the caller's identity and role checks."""
 
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
-from weakref import WeakKeyDictionary
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -73,19 +72,9 @@ def get_passwords(request: Request) -> PasswordService:
     return resources_of(request.app).passwords
 
 
-# One TokenVersions per process (per opened Resources), built on first use from its database
-# and Redis; it holds no connection of its own, so nothing to close.
-_token_versions: WeakKeyDictionary[Resources, TokenVersions] = WeakKeyDictionary()
-
-
 def token_versions_of(app: Any) -> TokenVersions:
     """The process's account states that tokens are checked against (app.domain.token_versions)."""
-    resources = resources_of(app)
-    versions = _token_versions.get(resources)
-    if versions is None:
-        versions = TokenVersions(resources.settings, resources.database, resources.redis)
-        _token_versions[resources] = versions
-    return versions
+    return resources_of(app).token_versions
 
 
 def get_token_versions(request: Request) -> TokenVersions:

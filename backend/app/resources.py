@@ -12,6 +12,7 @@ import httpx
 from app.config import Settings
 from app.database import Database
 from app.domain.auth import PasswordService
+from app.domain.token_versions import TokenVersions
 from app.observability.metrics import instrument_engine
 from app.security import password_hasher
 from app.services.ai import AIService, create_ai
@@ -42,6 +43,9 @@ class Resources:
     vector_index: VectorIndex
     jobs: JobQueue
     passwords: PasswordService
+    # The account states bearer tokens are checked against (built on the database and Redis
+    # above; it holds no connection of its own, so nothing to close).
+    token_versions: TokenVersions
     started_at: float
 
     def worker_context(self) -> WorkerContext:
@@ -95,6 +99,7 @@ async def open_resources(settings: Settings, *, role: str) -> Resources:
         vector_index=create_vector_index(settings, http, breakers),
         jobs=jobs,
         passwords=PasswordService(password_hasher(settings)),
+        token_versions=TokenVersions(settings, database, redis),
         started_at=time.monotonic(),
     )
     return resources

@@ -2,7 +2,8 @@
 
 1. Prepares the write load: one open attempt at the first seeded test per candidate (inserted
    with SQL, expiring in a day), an access token per candidate minted with the app's own
-   app.security.create_access_token, and the lines answer.lua rotates over.
+   app.security.create_access_token, an answer the API accepts per question (its first option),
+   and the lines answer.lua rotates over.
 2. Starts one uvicorn worker per configuration (all pinned to CPU 0, idle unless measured) and
    measures them in alternation, round by round and route by route (wrk pinned to CPU 1):
    req/s, p50, p99, non-2xx, and CPU per request of the worker, of PgBouncer and of the bench
@@ -111,12 +112,25 @@ def cpu_seconds(pid: int) -> float | None:
 # -- 1. the write load -----------------------------------------------------------------------
 
 
+def accepted_answers(db: str, test_id: str) -> list[tuple[str, str]]:
+    """(question id, answer) for each question of a test: its first option, since an answer must
+    be one of the question's options (else 422 invalid_option), or any text for a question
+    without options (free text)."""
+    rows = psql(
+        "SELECT json_build_array(id, coalesce(options->>0, 'free text')) FROM questions "
+        f"WHERE test_id = {test_id} ORDER BY id",
+        db=db,
+    )
+    # One JSON column per row: rejoined, as an option may hold psql()'s field separator.
+    pairs = (json.loads("|".join(row)) for row in rows)
+    return [(str(question_id), answer) for question_id, answer in pairs]
+
+
 def prepare_answers(db: str, path: Path) -> int:
-    """One open attempt per candidate at the first seeded test; the lines for answer.lua."""
+    """One open attempt per candidate at the first seeded test; the lines for answer.lua:
+    "attempt_id question_id token answer", the answer JSON-encoded (it may hold spaces)."""
     [[test_id]] = psql("SELECT min(id) FROM tests WHERE active", db=db)
-    questions = [
-        row[0] for row in psql(f"SELECT id FROM questions WHERE test_id = {test_id}", db=db)
-    ]
+    answers = accepted_answers(db, test_id)
     psql(
         "INSERT INTO test_attempts (test_id, user_id, status, started_at, expires_at) "
         f"SELECT {test_id}, id, 'in_progress', now(), now() + interval '1 day' "
@@ -135,8 +149,8 @@ def prepare_answers(db: str, path: Path) -> int:
     }
     # Question-major: consecutive requests go to different attempts (different rows).
     lines = [
-        f"{attempt_id} {question_id} {tokens[user_id]}"
-        for question_id in questions
+        f"{attempt_id} {question_id} {tokens[user_id]} {json.dumps(answer)}"
+        for question_id, answer in answers
         for attempt_id, user_id in attempts
     ]
     path.write_text("\n".join(lines) + "\n")
@@ -213,10 +227,12 @@ def check_routes(server: Server, answers: Path) -> None:
             body = json.loads(response.read())
             assert response.status == 200 and len(body["items"]) == 20, body
     if "write" in server.config.routes:
-        attempt_id, question_id, token = answers.read_text().split("\n", 1)[0].split()
+        line = answers.read_text().split("\n", 1)[0]
+        attempt_id, question_id, token, answer = line.split(" ", 3)
+        body = {"question_id": int(question_id), "answer_text": json.loads(answer)}
         request = urllib.request.Request(
             server.url(f"/api/tests/{attempt_id}/answer"),
-            data=json.dumps({"question_id": int(question_id), "answer_text": "def"}).encode(),
+            data=json.dumps(body).encode(),
             headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
             method="POST",
         )

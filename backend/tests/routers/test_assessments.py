@@ -2,6 +2,7 @@
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -9,13 +10,20 @@ from sqlalchemy import func, select, update
 
 from app.models import Assessment, Attempt, Notification
 from app.models.base import utcnow
+from tests.support.attempts import (
+    answer_question,
+    complete_attempt,
+    start_attempt,
+    submit_answers,
+)
 from tests.support.factories import admin_token, auth, candidate_token, create_test
 
 
-async def _start(client: httpx.AsyncClient, token: str, test_id: int) -> dict:  # type: ignore[type-arg]
-    response = await client.post("/api/tests/start", headers=auth(token), json={"test_id": test_id})
+async def _start(client: httpx.AsyncClient, token: str, test_id: int) -> dict[str, Any]:
+    response = await start_attempt(client, token, test_id)
     assert response.status_code == 200, response.text
-    return response.json()  # type: ignore[no-any-return]
+    body: dict[str, Any] = response.json()
+    return body
 
 
 async def test_available_lists_active_tests_with_counts(
@@ -60,38 +68,19 @@ async def test_full_attempt_scores_correct_answers(client: httpx.AsyncClient, ap
         (questions[0].id, "B"),
         (questions[1].id, "  B "),
     ):
-        answered = await client.post(
-            f"/api/tests/{attempt_id}/answer",
-            headers=auth(token),
-            json={"question_id": question_id, "answer_text": text},
-        )
+        answered = await answer_question(client, token, attempt_id, question_id, text)
         assert answered.status_code == 200, answered.text
-    submitted = await client.post(
-        "/api/tests/submit",
-        headers=auth(token),
-        json={
-            "attempt_id": attempt_id,
-            "answers": [{"question_id": questions[2].id, "answer_text": "C"}],
-        },
-    )
+    submitted = await submit_answers(client, token, attempt_id, [(questions[2].id, "C")])
     assert submitted.json() == {"attempt_id": attempt_id, "saved": 1}
 
-    result = await client.post(
-        "/api/tests/complete", headers=auth(token), json={"attempt_id": attempt_id}
-    )
+    result = await complete_attempt(client, token, attempt_id)
     assert result.status_code == 200
     body = result.json()
     assert body["status"] == "completed" and body["score"] == 3.0 and body["max_score"] == 6.0
 
-    late = await client.post(
-        f"/api/tests/{attempt_id}/answer",
-        headers=auth(token),
-        json={"question_id": questions[2].id, "answer_text": "B"},
-    )
+    late = await answer_question(client, token, attempt_id, questions[2].id, "B")
     assert late.status_code == 409 and late.json()["error"]["code"] == "attempt_completed"
-    again = await client.post(
-        "/api/tests/complete", headers=auth(token), json={"attempt_id": attempt_id}
-    )
+    again = await complete_attempt(client, token, attempt_id)
     assert again.json() == body
 
     notes = (await client.get("/api/notifications", headers=auth(token))).json()
@@ -126,17 +115,11 @@ async def test_expired_attempt_rejects_answers_and_restarts(
             .values(expires_at=utcnow() - timedelta(seconds=1))
         )
         await session.commit()
-    late = await client.post(
-        f"/api/tests/{attempt['attempt_id']}/answer",
-        headers=auth(token),
-        json={"question_id": questions[0].id, "answer_text": "B"},
-    )
+    late = await answer_question(client, token, attempt["attempt_id"], questions[0].id, "B")
     assert late.status_code == 409 and late.json()["error"]["code"] == "attempt_expired"
     fresh = await _start(client, token, test.id)
     assert fresh["attempt_id"] != attempt["attempt_id"]
-    abandoned = await client.post(
-        "/api/tests/complete", headers=auth(token), json={"attempt_id": attempt["attempt_id"]}
-    )
+    abandoned = await complete_attempt(client, token, attempt["attempt_id"])
     assert abandoned.status_code == 409 and abandoned.json()["error"]["code"] == "attempt_abandoned"
 
 
@@ -145,16 +128,11 @@ async def test_submit_is_all_or_nothing(client: httpx.AsyncClient, app: FastAPI)
     _, other_questions = await create_test(app)
     token = await candidate_token(client)
     attempt = await _start(client, token, test.id)
-    bad = await client.post(
-        "/api/tests/submit",
-        headers=auth(token),
-        json={
-            "attempt_id": attempt["attempt_id"],
-            "answers": [
-                {"question_id": questions[0].id, "answer_text": "B"},
-                {"question_id": other_questions[0].id, "answer_text": "B"},
-            ],
-        },
+    bad = await submit_answers(
+        client,
+        token,
+        attempt["attempt_id"],
+        [(questions[0].id, "B"), (other_questions[0].id, "B")],
     )
     assert bad.status_code == 422
     assert bad.json()["error"] == {
@@ -162,23 +140,11 @@ async def test_submit_is_all_or_nothing(client: httpx.AsyncClient, app: FastAPI)
         "message": "Some questions do not belong to this test.",
         "question_ids": [other_questions[0].id],
     }
-    duplicate = await client.post(
-        "/api/tests/submit",
-        headers=auth(token),
-        json={
-            "attempt_id": attempt["attempt_id"],
-            "answers": [
-                {"question_id": questions[0].id, "answer_text": "B"},
-                {"question_id": questions[0].id, "answer_text": "C"},
-            ],
-        },
+    duplicate = await submit_answers(
+        client, token, attempt["attempt_id"], [(questions[0].id, "B"), (questions[0].id, "C")]
     )
     assert duplicate.status_code == 422
-    result = (
-        await client.post(
-            "/api/tests/complete", headers=auth(token), json={"attempt_id": attempt["attempt_id"]}
-        )
-    ).json()
+    result = (await complete_attempt(client, token, attempt["attempt_id"])).json()
     assert result["score"] == 0.0  # nothing from the rejected requests was saved
 
 
@@ -202,13 +168,9 @@ async def test_attempts_are_private(client: httpx.AsyncClient, app: FastAPI) -> 
     ):
         response = await client.post(path, headers=auth(intruder), json=payload)
         assert response.status_code == 404, path
-    assert (
-        await client.post("/api/tests/start", headers=auth(owner), json={"test_id": 987654})
-    ).status_code == 404
+    assert (await start_attempt(client, owner, 987654)).status_code == 404
     admin = await admin_token(app, client)
-    assert (
-        await client.post("/api/tests/start", headers=auth(admin), json={"test_id": test.id})
-    ).status_code == 403
+    assert (await start_attempt(client, admin, test.id)).status_code == 403
 
 
 async def test_concurrent_completes_score_exactly_once(
@@ -217,20 +179,9 @@ async def test_concurrent_completes_score_exactly_once(
     test, questions = await create_test(app)
     token = await candidate_token(client)
     attempt = await _start(client, token, test.id)
-    await client.post(
-        f"/api/tests/{attempt['attempt_id']}/answer",
-        headers=auth(token),
-        json={"question_id": questions[1].id, "answer_text": "B"},
-    )
+    await answer_question(client, token, attempt["attempt_id"], questions[1].id, "B")
     responses = await asyncio.gather(
-        *(
-            client.post(
-                "/api/tests/complete",
-                headers=auth(token),
-                json={"attempt_id": attempt["attempt_id"]},
-            )
-            for _ in range(20)
-        )
+        *(complete_attempt(client, token, attempt["attempt_id"]) for _ in range(20))
     )
     assert {response.status_code for response in responses} == {200}
     assert len({response.text for response in responses}) == 1

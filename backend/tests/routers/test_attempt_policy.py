@@ -16,6 +16,12 @@ from app.models import Assessment, Attempt, AttemptAnswer, Question
 from app.models.base import utcnow
 from tests.conftest import make_settings
 from tests.support.apps import AppFactory, client_for
+from tests.support.attempts import (
+    answer_question,
+    complete_attempt,
+    start_attempt,
+    submit_answers,
+)
 from tests.support.database import asyncpg_dsn, migrate
 from tests.support.factories import (
     admin_token,
@@ -41,16 +47,6 @@ async def _set_policy(
         await session.commit()
 
 
-async def _start(client: httpx.AsyncClient, token: str, test_id: int) -> httpx.Response:
-    return await client.post("/api/tests/start", headers=auth(token), json={"test_id": test_id})
-
-
-async def _complete(client: httpx.AsyncClient, token: str, attempt_id: int) -> httpx.Response:
-    return await client.post(
-        "/api/tests/complete", headers=auth(token), json={"attempt_id": attempt_id}
-    )
-
-
 async def _available(client: httpx.AsyncClient, token: str, test_id: int) -> dict[str, Any]:
     response = await client.get("/api/tests/available", headers=auth(token))
     assert response.status_code == 200, response.text
@@ -63,18 +59,43 @@ async def _attempts_of(app: FastAPI, test_id: int) -> list[str]:
         return list(await session.scalars(select(Attempt.status).where(Attempt.test_id == test_id)))
 
 
+async def _race_retakes(
+    client: httpx.AsyncClient, token: str, test_id: int, takers: int
+) -> list[str]:
+    """`takers` concurrent loops, each starting and completing attempts until a start is
+    refused; returns the refusals' codes.
+
+    Each start is completed at once, so a start racing another's count-then-insert finds no open
+    attempt to collide with: only the start lock keeps the count right.
+    """
+    refusals: list[str] = []
+
+    async def take_until_refused() -> None:
+        for _ in range(6):
+            started = await start_attempt(client, token, test_id)
+            if started.status_code == 409:
+                refusals.append(started.json()["error"]["code"])
+                return
+            assert started.status_code == 200, started.text
+            completed = await complete_attempt(client, token, started.json()["attempt_id"])
+            assert completed.status_code == 200, completed.text
+
+    await asyncio.gather(*(take_until_refused() for _ in range(takers)))
+    return refusals
+
+
 async def test_default_policy_is_one_attempt(client: httpx.AsyncClient, app: FastAPI) -> None:
     test, _ = await create_test(app)
     token = await candidate_token(client)
-    first = await _start(client, token, test.id)
+    first = await start_attempt(client, token, test.id)
     assert first.status_code == 200
     attempt_id = first.json()["attempt_id"]
     during = await _available(client, token, test.id)
     assert (during["attempts_used"], during["attempts_remaining"]) == (1, 0)
     assert during["attempt_in_progress"] and during["can_start"]  # resuming is allowed
 
-    assert (await _complete(client, token, attempt_id)).status_code == 200
-    refused = await _start(client, token, test.id)
+    assert (await complete_attempt(client, token, attempt_id)).status_code == 200
+    refused = await start_attempt(client, token, test.id)
     assert refused.status_code == 409
     assert refused.json()["error"] == {
         "code": "attempt_limit_reached",
@@ -89,13 +110,13 @@ async def test_default_policy_is_one_attempt(client: httpx.AsyncClient, app: Fas
     assert after["next_attempt_at"] is None
     # Another candidate is not affected.
     other = await candidate_token(client)
-    assert (await _start(client, other, test.id)).status_code == 200
+    assert (await start_attempt(client, other, test.id)).status_code == 200
 
 
 async def test_an_expired_attempt_counts_as_used(client: httpx.AsyncClient, app: FastAPI) -> None:
     test, _ = await create_test(app)
     token = await candidate_token(client)
-    attempt_id = (await _start(client, token, test.id)).json()["attempt_id"]
+    attempt_id = (await start_attempt(client, token, test.id)).json()["attempt_id"]
     async with app.state.resources.database.sessionmaker() as session:
         await session.execute(
             update(Attempt)
@@ -103,7 +124,7 @@ async def test_an_expired_attempt_counts_as_used(client: httpx.AsyncClient, app:
             .values(expires_at=utcnow() - timedelta(seconds=1))
         )
         await session.commit()
-    refused = await _start(client, token, test.id)
+    refused = await start_attempt(client, token, test.id)
     assert refused.status_code == 409
     assert refused.json()["error"]["code"] == "attempt_limit_reached"
     assert await _attempts_of(app, test.id) == ["in_progress"]  # nothing changed by the refusal
@@ -113,10 +134,10 @@ async def test_retake_cooldown_with_retry_after(client: httpx.AsyncClient, app: 
     test, _ = await create_test(app)
     await _set_policy(app, test.id, max_attempts=3, cooldown=60)
     token = await candidate_token(client)
-    first = (await _start(client, token, test.id)).json()["attempt_id"]
-    completed = (await _complete(client, token, first)).json()
+    first = (await start_attempt(client, token, test.id)).json()["attempt_id"]
+    completed = (await complete_attempt(client, token, first)).json()
 
-    refused = await _start(client, token, test.id)
+    refused = await start_attempt(client, token, test.id)
     assert refused.status_code == 409
     error = refused.json()["error"]
     assert error["code"] == "retake_cooldown"
@@ -139,7 +160,7 @@ async def test_retake_cooldown_with_retry_after(client: httpx.AsyncClient, app: 
         await session.commit()
     listed = await _available(client, token, test.id)
     assert listed["can_start"] and listed["next_attempt_at"] is None
-    second = await _start(client, token, test.id)
+    second = await start_attempt(client, token, test.id)
     assert second.status_code == 200 and second.json()["attempt_id"] != first
 
 
@@ -149,14 +170,14 @@ async def test_cooldown_counts_from_an_abandoned_attempts_end(
     test, _ = await create_test(app)
     await _set_policy(app, test.id, max_attempts=2, cooldown=30)
     token = await candidate_token(client)
-    attempt_id = (await _start(client, token, test.id)).json()["attempt_id"]
+    attempt_id = (await start_attempt(client, token, test.id)).json()["attempt_id"]
     ended = utcnow() - timedelta(minutes=10)
     async with app.state.resources.database.sessionmaker() as session:
         await session.execute(
             update(Attempt).where(Attempt.id == attempt_id).values(expires_at=ended)
         )
         await session.commit()
-    refused = await _start(client, token, test.id)
+    refused = await start_attempt(client, token, test.id)
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "retake_cooldown"
     assert 0 < int(refused.headers["Retry-After"]) <= 20 * 60
 
@@ -166,7 +187,7 @@ async def test_resuming_is_allowed_whatever_the_policy(
 ) -> None:
     test, _ = await create_test(app)
     token = await candidate_token(client)
-    attempt_id = (await _start(client, token, test.id)).json()["attempt_id"]
+    attempt_id = (await start_attempt(client, token, test.id)).json()["attempt_id"]
     # Tightened while the attempt is open: it can still be resumed and completed.
     admin = auth(await admin_token(app, client))
     patched = await client.patch(
@@ -175,10 +196,10 @@ async def test_resuming_is_allowed_whatever_the_policy(
         json={"max_attempts": 1, "retake_cooldown_minutes": 7 * 24 * 60},
     )
     assert patched.status_code == 200, patched.text
-    resumed = await asyncio.gather(*(_start(client, token, test.id) for _ in range(5)))
+    resumed = await asyncio.gather(*(start_attempt(client, token, test.id) for _ in range(5)))
     assert {r.status_code for r in resumed} == {200}
     assert {r.json()["attempt_id"] for r in resumed} == {attempt_id}
-    assert (await _complete(client, token, attempt_id)).status_code == 200
+    assert (await complete_attempt(client, token, attempt_id)).status_code == 200
 
 
 async def test_concurrent_starts_never_exceed_the_limit(
@@ -187,21 +208,7 @@ async def test_concurrent_starts_never_exceed_the_limit(
     test, _ = await create_test(app, questions=1)
     await _set_policy(app, test.id, max_attempts=3, cooldown=0)
     token = await candidate_token(client)
-    refusals: list[str] = []
-
-    async def take_until_refused() -> None:
-        # Start and complete at once, so a start racing another's count-then-insert finds no
-        # open attempt to collide with: only the start lock keeps the count right.
-        for _ in range(6):
-            started = await _start(client, token, test.id)
-            if started.status_code == 409:
-                refusals.append(started.json()["error"]["code"])
-                return
-            assert started.status_code == 200, started.text
-            completed = await _complete(client, token, started.json()["attempt_id"])
-            assert completed.status_code == 200, completed.text
-
-    await asyncio.gather(*(take_until_refused() for _ in range(8)))
+    refusals = await _race_retakes(client, token, test.id, takers=8)
     assert await _attempts_of(app, test.id) == ["completed"] * 3
     assert refusals == ["attempt_limit_reached"] * 8
 
@@ -239,7 +246,7 @@ async def test_a_start_counts_after_the_candidates_other_start_commits(
                 test.id,
                 user_id,
             )
-            start = asyncio.create_task(_start(client, token, test.id))
+            start = asyncio.create_task(start_attempt(client, token, test.id))
 
             async def parked() -> bool:
                 return await _lock_waiters(postgres_url) == 1
@@ -259,7 +266,7 @@ async def test_concurrent_first_starts_make_one_attempt(
 ) -> None:
     test, _ = await create_test(app)
     token = await candidate_token(client)
-    started = await asyncio.gather(*(_start(client, token, test.id) for _ in range(10)))
+    started = await asyncio.gather(*(start_attempt(client, token, test.id) for _ in range(10)))
     assert {r.status_code for r in started} == {200}
     assert len({r.json()["attempt_id"] for r in started}) == 1
     assert await _attempts_of(app, test.id) == ["in_progress"]
@@ -286,9 +293,9 @@ async def test_admins_set_the_policy(client: httpx.AsyncClient, app: FastAPI) ->
     assert (listed["max_attempts"], listed["retake_cooldown_minutes"]) == (2, 0)
     assert listed["attempts_remaining"] == 2
 
-    first = (await _start(client, candidate, test_id)).json()["attempt_id"]
-    await _complete(client, candidate, first)
-    assert (await _start(client, candidate, test_id)).status_code == 200  # no cooldown
+    first = (await start_attempt(client, candidate, test_id)).json()["attempt_id"]
+    await complete_attempt(client, candidate, first)
+    assert (await start_attempt(client, candidate, test_id)).status_code == 200  # no cooldown
 
     patched = await client.patch(
         f"/api/admin/tests/{test_id}", headers=admin, json={"retake_cooldown_minutes": 90}
@@ -346,7 +353,7 @@ async def test_policy_changes_reach_the_cached_catalogue(
         listed = await _available(client, candidate, test.id)
         assert listed["max_attempts"] == 5 and listed["attempts_remaining"] == 5
         # Each candidate's own counts on the shared entry, with its own ETag.
-        await _start(client, candidate, test.id)
+        await start_attempt(client, candidate, test.id)
         mine = await client.get("/api/tests/available", headers=auth(candidate))
         again = await client.get(
             "/api/tests/available",
@@ -358,16 +365,6 @@ async def test_policy_changes_reach_the_cached_catalogue(
             headers={**auth(await candidate_token(client)), "If-None-Match": mine.headers["ETag"]},
         )
         assert other.status_code == 200 and other.json()[0]["attempts_used"] == 0
-
-
-async def _answer(
-    client: httpx.AsyncClient, token: str, attempt_id: int, question_id: int, text: str
-) -> httpx.Response:
-    return await client.post(
-        f"/api/tests/{attempt_id}/answer",
-        headers=auth(token),
-        json={"question_id": question_id, "answer_text": text},
-    )
 
 
 async def _stored_answers(app: FastAPI, attempt_id: int) -> dict[int, str]:
@@ -389,34 +386,29 @@ async def test_answers_must_be_one_of_the_options(client: httpx.AsyncClient, app
         )
         await session.commit()
     token = await candidate_token(client)
-    attempt_id = (await _start(client, token, test.id)).json()["attempt_id"]
+    attempt_id = (await start_attempt(client, token, test.id)).json()["attempt_id"]
 
     for text in ("D", "b", "A B", "B."):
-        refused = await _answer(client, token, attempt_id, questions[0].id, text)
+        refused = await answer_question(client, token, attempt_id, questions[0].id, text)
         assert refused.status_code == 422, text
         assert refused.json()["error"] == {
             "code": "invalid_option",
             "message": "Each answer must be one of the question's options.",
             "question_ids": [questions[0].id],
         }
-    bulk = await client.post(
-        "/api/tests/submit",
-        headers=auth(token),
-        json={
-            "attempt_id": attempt_id,
-            "answers": [
-                {"question_id": questions[0].id, "answer_text": "A"},
-                {"question_id": questions[1].id, "answer_text": "Z"},
-                {"question_id": questions[2].id, "answer_text": "my own words"},
-            ],
-        },
+    bulk = await submit_answers(
+        client,
+        token,
+        attempt_id,
+        [(questions[0].id, "A"), (questions[1].id, "Z"), (questions[2].id, "my own words")],
     )
     assert bulk.status_code == 422
     assert bulk.json()["error"]["question_ids"] == [questions[1].id]
     assert await _stored_answers(app, attempt_id) == {}  # all or nothing
 
-    assert (await _answer(client, token, attempt_id, questions[0].id, " C ")).status_code == 200
-    assert (await _answer(client, token, attempt_id, questions[2].id, "free")).status_code == 200
+    for question_id, text in ((questions[0].id, " C "), (questions[2].id, "free")):
+        saved = await answer_question(client, token, attempt_id, question_id, text)
+        assert saved.status_code == 200, text
     assert await _stored_answers(app, attempt_id) == {questions[0].id: "C", questions[2].id: "free"}
 
 
@@ -425,29 +417,22 @@ async def test_candidates_never_learn_which_answers_were_right(
 ) -> None:
     test, questions = await create_test(app, questions=2)
     token = await candidate_token(client)
-    started = await _start(client, token, test.id)
+    started = await start_attempt(client, token, test.id)
     attempt_id = started.json()["attempt_id"]
     for question in started.json()["questions"]:
         assert set(question) == {"id", "position", "text", "options", "points"}
 
-    right = await _answer(client, token, attempt_id, questions[0].id, "B")
-    wrong = await _answer(client, token, attempt_id, questions[1].id, "A")
+    right = await answer_question(client, token, attempt_id, questions[0].id, "B")
+    wrong = await answer_question(client, token, attempt_id, questions[1].id, "A")
     for response, question in ((right, questions[0]), (wrong, questions[1])):
         assert response.status_code == 200
         body = response.json()
         assert set(body) == {"attempt_id", "question_id", "answered_at"}
         assert (body["attempt_id"], body["question_id"]) == (attempt_id, question.id)
-    submitted = await client.post(
-        "/api/tests/submit",
-        headers=auth(token),
-        json={
-            "attempt_id": attempt_id,
-            "answers": [{"question_id": questions[1].id, "answer_text": "C"}],
-        },
-    )
+    submitted = await submit_answers(client, token, attempt_id, [(questions[1].id, "C")])
     assert submitted.json() == {"attempt_id": attempt_id, "saved": 1}
 
-    result = await _complete(client, token, attempt_id)
+    result = await complete_attempt(client, token, attempt_id)
     assert set(result.json()) == {
         "attempt_id",
         "test_id",
@@ -479,24 +464,12 @@ async def test_policy_on_embedded_sqlite(tmp_path: Path) -> None:
         test, _ = await create_test(app, questions=1)
         await _set_policy(app, test.id, max_attempts=3, cooldown=0)
         token = await candidate_token(client)
-        refusals: list[str] = []
-
-        async def take_until_refused() -> None:
-            for _ in range(6):
-                started = await _start(client, token, test.id)
-                if started.status_code == 409:
-                    refusals.append(started.json()["error"]["code"])
-                    return
-                assert started.status_code == 200, started.text
-                completed = await _complete(client, token, started.json()["attempt_id"])
-                assert completed.status_code == 200, completed.text
-
-        await asyncio.gather(*(take_until_refused() for _ in range(4)))
+        refusals = await _race_retakes(client, token, test.id, takers=4)
         assert await _attempts_of(app, test.id) == ["completed"] * 3
         assert refusals == ["attempt_limit_reached"] * 4
 
         await _set_policy(app, test.id, max_attempts=5, cooldown=60)
-        refused = await _start(client, token, test.id)
+        refused = await start_attempt(client, token, test.id)
         assert refused.status_code == 409 and refused.json()["error"]["code"] == "retake_cooldown"
         assert 0 < int(refused.headers["Retry-After"]) <= 3600
         listed = await _available(client, token, test.id)

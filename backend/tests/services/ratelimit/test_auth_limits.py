@@ -15,9 +15,9 @@ import redis
 from app.config import Settings
 from app.errors import Forbidden, NotAuthenticated
 from app.services.ratelimit.auth_limits import AuthLimits, LoginThrottled
-from app.services.redis import RedisService
 from tests.support.redis_server import RedisServer
-from tests.support.wait import LOADED_MACHINE_MARGIN, wait_until
+from tests.support.redis_service import patient_redis_settings, started_redis_service
+from tests.support.wait import wait_until
 
 ACCOUNT = "ada@example.com"
 AUTH_LIMITS_LOGGER = "app.services.ratelimit.auth_limits"
@@ -25,30 +25,20 @@ _addresses = (f"198.51.100.{n}" for n in itertools.count(1))
 
 
 def limits_settings(tmp_path: Path, redis_url: str | None, **overrides: Any) -> Settings:
-    """Small limits, a short Redis back-off, and timeouts no stall of a loaded machine reaches."""
+    """Small limits on patient Redis settings."""
     values: dict[str, Any] = {
-        "data_dir": tmp_path,
-        "redis_url": redis_url,
         "login_account_failure_limit": 3,
         "login_address_failure_limit": 4,
         "reset_email_limit": 3,
-        "redis_backoff_seconds": 0.1,
-        "redis_backoff_max_seconds": 0.2,
-        "redis_socket_timeout_seconds": LOADED_MACHINE_MARGIN,
-        "redis_connect_timeout_seconds": LOADED_MACHINE_MARGIN,
     }
     values.update(overrides)
-    return Settings(**values)
+    return patient_redis_settings(tmp_path, redis_url, **values)
 
 
 @asynccontextmanager
 async def started_limits(settings: Settings) -> AsyncIterator[AuthLimits]:
-    redis_service = RedisService(settings, client_name="auth-limits-test")
-    await redis_service.start()
-    try:
+    async with started_redis_service(settings, "auth-limits-test") as redis_service:
         yield AuthLimits(settings, redis_service)
-    finally:
-        await redis_service.close()
 
 
 @pytest.fixture(params=["redis", "in-process"])

@@ -13,9 +13,9 @@ import redis
 from app.config import Settings
 from app.config.rate_limits import DEFAULT_TIERS, RateLimitTier
 from app.services.ratelimit.limiter import RateLimiter
-from app.services.redis import RedisService
 from tests.support.redis_server import RedisServer
-from tests.support.wait import LOADED_MACHINE_MARGIN, wait_until
+from tests.support.redis_service import patient_redis_settings, started_redis_service
+from tests.support.wait import wait_until
 
 # One token an hour: nothing comes back during a test.
 TIERS = {**DEFAULT_TIERS, "auth": RateLimitTier(capacity=4, refill=1, period_seconds=3600)}
@@ -24,29 +24,15 @@ LIMITER_LOGGER = "app.services.ratelimit.limiter"
 
 
 def engine_settings(tmp_path: Path, redis_url: str | None, **overrides: Any) -> Settings:
-    """Settings with the test tiers, a short Redis back-off, and timeouts no stall reaches (a
-    timed-out call would fall back in-process and change the counts)."""
-    values: dict[str, Any] = {
-        "data_dir": tmp_path,
-        "redis_url": redis_url,
-        "rate_limit_tiers": TIERS,
-        "redis_backoff_seconds": 0.1,
-        "redis_backoff_max_seconds": 0.2,
-        "redis_socket_timeout_seconds": LOADED_MACHINE_MARGIN,
-        "redis_connect_timeout_seconds": LOADED_MACHINE_MARGIN,
-    }
-    values.update(overrides)
-    return Settings(**values)
+    """The test tiers on patient Redis settings (a timed-out call would fall back in-process and
+    change the counts)."""
+    return patient_redis_settings(tmp_path, redis_url, **{"rate_limit_tiers": TIERS, **overrides})
 
 
 @asynccontextmanager
 async def started_limiter(settings: Settings) -> AsyncIterator[RateLimiter]:
-    redis_service = RedisService(settings, client_name="rate-limit-engine-test")
-    await redis_service.start()
-    try:
+    async with started_redis_service(settings, "rate-limit-engine-test") as redis_service:
         yield RateLimiter(settings, redis_service)
-    finally:
-        await redis_service.close()
 
 
 async def admitted(limiter: RateLimiter, identity: str, attempts: int) -> list[bool]:
