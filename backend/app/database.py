@@ -349,6 +349,8 @@ class AreaBudget:
     def __init__(self, limit: int | None, wait_seconds: float) -> None:
         self.limit = limit
         self.in_use = 0
+        # Requests waiting for one of the area's connections (a load signal for the shedder).
+        self.waiting = 0
         self._wait_seconds = wait_seconds
         self._semaphore = None if limit is None else asyncio.Semaphore(limit)
 
@@ -356,11 +358,14 @@ class AreaBudget:
         semaphore = self._semaphore
         if semaphore is not None:
             if semaphore.locked():
+                self.waiting += 1
                 try:
                     async with asyncio.timeout(self._wait_seconds):
                         await semaphore.acquire()
                 except TimeoutError:
                     raise ServiceBusy() from None
+                finally:
+                    self.waiting -= 1
             else:
                 # A free slot is taken without suspending: no timer on the common path.
                 await semaphore.acquire()

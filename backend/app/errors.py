@@ -108,6 +108,16 @@ class ServiceBusy(AppError):
     retry_after_seconds = 1
 
 
+class LoginOverloaded(AppError):
+    """This process's password hashing is full (hashes running and queued up to their bound):
+    the login, registration or reset is refused at once instead of queueing behind them."""
+
+    status_code = 503
+    code = "login_overloaded"
+    message = "Too many sign-ins are being processed; retry shortly."
+    retry_after_seconds = 1
+
+
 class DatabaseTimeout(AppError):
     """A statement or lock wait ran past its time budget; the transaction was rolled back."""
 

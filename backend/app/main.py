@@ -9,6 +9,8 @@ from app.config import Settings, get_settings
 from app.error_handlers import install_error_handlers
 from app.middleware.body_limit import BodyLimitMiddleware
 from app.middleware.cache_invalidation import CacheInvalidationMiddleware
+from app.middleware.concurrency_limit import ConcurrencyLimitMiddleware
+from app.middleware.load_shedder import LoadShedderMiddleware
 from app.middleware.rate_limiter import RateLimitMiddleware
 from app.middleware.request_context import RequestContextMiddleware
 from app.middleware.shutdown import DrainState, ShutdownMiddleware
@@ -60,6 +62,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     # Bumps the cache tags of committed writes before their response starts.
     app.add_middleware(CacheInvalidationMiddleware)
+    # Inside the rate limiter: a request refused per minute (cheap, often without a Redis call)
+    # never takes a lease, and a lease is held only by requests that will run.
+    app.add_middleware(ConcurrencyLimitMiddleware, settings=settings)
     app.add_middleware(RateLimitMiddleware, settings=settings)
     # Bodies over MAX_REQUEST_BODY_BYTES are refused unread; the resume upload has its own limit.
     app.add_middleware(
@@ -67,6 +72,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         limit=settings.max_request_body_bytes,
         own_limit_paths=("/api/profile/resume",),
     )
+    # Sheds by priority before a request costs a Redis call or its body is read; inside the
+    # shutdown middleware, so a closing process refuses before anything queues here.
+    app.add_middleware(LoadShedderMiddleware, settings=settings)
     # Added last = outermost: request context wraps everything, then shutdown draining.
     app.state.drain = DrainState()
     app.add_middleware(ShutdownMiddleware, drain=app.state.drain)

@@ -14,7 +14,6 @@ from app.database import Database
 from app.domain.auth import PasswordService
 from app.domain.token_versions import TokenVersions
 from app.observability.metrics import instrument_engine
-from app.security import password_hasher
 from app.services.ai import AIService, create_ai
 from app.services.cache import Cache
 from app.services.circuit_breaker import BreakerRegistry, create_breakers
@@ -98,7 +97,7 @@ async def open_resources(settings: Settings, *, role: str) -> Resources:
         ai=create_ai(settings, http, breakers),
         vector_index=create_vector_index(settings, http, breakers),
         jobs=jobs,
-        passwords=PasswordService(password_hasher(settings)),
+        passwords=PasswordService.for_settings(settings),
         token_versions=TokenVersions(settings, database, redis),
         started_at=time.monotonic(),
     )
@@ -111,5 +110,6 @@ async def close_resources(resources: Resources) -> None:
     await resources.breakers.close()
     await close_storage(resources.storage)
     await resources.http.aclose()
+    resources.passwords.close()
     await resources.redis.close()
     await resources.database.dispose()

@@ -92,14 +92,17 @@ async def database_url(postgres_url: str, request: pytest.FixtureRequest) -> Asy
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    """Test settings: fast password hashing, no rate limits unless a test asks for them."""
+    """Test settings: fast password hashing, no rate or concurrency limits and no login
+    shedding unless a test asks for them (bursts of concurrent requests are common here)."""
     values: dict[str, Any] = {
         "environment": "development",
         "jwt_secret": TEST_JWT_SECRET,
         "data_dir": tmp_path / "data",
         "password_hash_time_cost": 1,
         "password_hash_memory_kib": 1024,
+        "password_hash_queue_max": 1000,
         "rate_limit_enabled": False,
+        "concurrency_limit_enabled": False,
         "cache_enabled": False,
         "redis_url": None,
     }

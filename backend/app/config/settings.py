@@ -17,6 +17,18 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.config.breakers import DEFAULT_BREAKER_OVERRIDES, BreakerName, BreakerOverride
+from app.config.priorities import (
+    DEFAULT_ATTEMPT_AUTH_PATHS,
+    DEFAULT_ATTEMPT_END_PATHS,
+    DEFAULT_METHOD_PRIORITIES,
+    DEFAULT_NEVER_SHED_PATHS,
+    DEFAULT_PRIORITY_PATHS,
+    DEFAULT_PRIORITY_PREFIXES,
+    DEFAULT_QUEUES,
+    Priority,
+    PriorityQueue,
+    PriorityRule,
+)
 from app.config.rate_limits import (
     DEFAULT_EXACT_PATHS,
     DEFAULT_EXEMPT_PATHS,
@@ -330,6 +342,94 @@ class Settings(BaseSettings):
     # get the same 202 and send nothing.
     reset_email_limit: int = Field(3, ge=1)
     reset_email_window_seconds: int = Field(3600, ge=1)
+
+    # Overload protection: bounded password hashing (app/domain/auth.py PasswordService) and the
+    # fleet-wide concurrent-request limit per identity (app/services/ratelimit/concurrency.py,
+    # app/middleware/concurrency_limit.py).
+    # Argon2 hashes running at once per process, each in a thread of the process's own pool (argon2
+    # releases the GIL, so each takes a core). One: with gunicorn's 2 x cores workers, hashing can
+    # take at most half of the CPU while the event loops want the other half, and all of it when
+    # they do not; the default thread pool let one process run cores + 4 at once.
+    password_hash_concurrency: int = Field(1, ge=1, le=32)
+    # Hashes allowed to wait for a thread per process: one more login, registration or reset is
+    # answered 503 login_overloaded with Retry-After at once. 8 waits are ~0.4 s at production cost
+    # (~45 ms a hash): past that, telling the client to come back beats a queue nobody drains.
+    password_hash_queue_max: int = Field(8, ge=0)
+    # A waiting hash not started within this long is dropped and answered the same way: the queue
+    # barely moves (a CPU starved by other work), so the wait would not end soon either.
+    password_hash_wait_seconds: float = Field(2.0, gt=0)
+    concurrency_limit_enabled: bool = True
+    # Requests in flight at once, fleet-wide, per user of a valid bearer token: far above what a
+    # browser tab sends (a test page keeps 1-3 going), low enough that one account cannot occupy
+    # the fleet with slow requests.
+    concurrency_limit_per_user: int = Field(10, ge=1)
+    # The same per client address (requests without a valid token), higher because an office or
+    # campus NAT puts many people behind one address.
+    concurrency_limit_per_address: int = Field(50, ge=1)
+    # A lease ends with its request; this bounds one whose release was lost (a killed worker, a
+    # Redis outage). Above the longest request (ALB idle and gunicorn timeouts 60 s, admin reads
+    # 50 s): a lease expiring under a running request would give its identity an extra slot.
+    concurrency_lease_ttl_seconds: int = Field(120, ge=1)
+    # Paths never limited (probes and scrapes must get through whatever a client does).
+    concurrency_limit_exempt_paths: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_EXEMPT_PATHS)
+    )
+
+    # Overload protection (app/middleware/load_shedder.py, app/services/overload): a per-process
+    # adaptive concurrency limit that queues briefly and sheds by priority (503 `overloaded`).
+    # Off: every request goes straight through, nothing is measured.
+    overload_enabled: bool = True
+    # The limit's floor, start and ceiling (requests running at once in one process). The floor
+    # is always admitted; the start is high enough that ordinary bursts are never queued.
+    overload_min_limit: int = Field(8, ge=1)
+    overload_initial_limit: int = Field(64, ge=1)
+    overload_max_limit: int = Field(256, ge=1)
+    # Latency may reach this multiple of a route's no-load latency before the limit shrinks.
+    overload_latency_tolerance: float = Field(2.0, ge=1.0)
+    # Share of each window's new estimate in the limit (1: jump at once; lower: steadier).
+    overload_smoothing: float = Field(0.5, gt=0, le=1)
+    # The limit moves once per window: at least this long and this many finished requests.
+    overload_window_seconds: float = Field(0.2, gt=0)
+    overload_window_min_samples: int = Field(20, ge=1)
+    # Time constant with which a route's no-load latency follows slower answers under load (so
+    # a surge is not learnt as the new normal, but a route that became slower for good is).
+    overload_baseline_rise_seconds: float = Field(120.0, gt=0)
+    # Event-loop lag (measured every interval) above the threshold shrinks the limit like latency.
+    overload_lag_interval_seconds: float = Field(0.1, gt=0)
+    overload_lag_threshold_seconds: float = Field(0.05, gt=0)
+    # Requests waiting for a database connection (mean) above this shrink the limit too.
+    overload_db_waiters_threshold: float = Field(4.0, ge=1)
+    # Background requests may fill this share of the limit; the rest is kept for the others.
+    overload_background_share: float = Field(0.75, gt=0, le=1)
+    # Critical requests may run this fraction above the limit (at least one more).
+    overload_critical_headroom: float = Field(0.5, ge=0)
+    # Queue size, wait and Retry-After per priority (app/config/priorities.py), JSON.
+    overload_queues: dict[Priority, PriorityQueue] = Field(
+        default_factory=lambda: dict(DEFAULT_QUEUES)
+    )
+    # The priority table (app/config/priorities.py); each is JSON in the environment. Requests
+    # no rule names are normal; the never-shed paths bypass the shedder entirely.
+    overload_priority_paths: dict[str, Priority] = Field(
+        default_factory=lambda: dict(DEFAULT_PRIORITY_PATHS)
+    )
+    overload_priority_prefixes: list[PriorityRule] = Field(
+        default_factory=lambda: list(DEFAULT_PRIORITY_PREFIXES)
+    )
+    overload_method_priorities: dict[str, Priority] = Field(
+        default_factory=lambda: dict(DEFAULT_METHOD_PRIORITIES)
+    )
+    overload_never_shed_paths: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_NEVER_SHED_PATHS)
+    )
+    # Logins that are critical for a user seen taking a test within the marker's lifetime
+    # (app/services/overload/markers.py); the end paths clear the marker.
+    overload_attempt_auth_paths: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_ATTEMPT_AUTH_PATHS)
+    )
+    overload_attempt_end_paths: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_ATTEMPT_END_PATHS)
+    )
+    overload_attempt_marker_seconds: int = Field(1800, ge=60)
 
     max_resume_bytes: int = Field(5 * 1024 * 1024, ge=1024)
 

@@ -2,8 +2,12 @@
 
 import asyncio
 import logging
+import threading
 import unicodedata
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
+from typing import Any, TypeVar
 
 from argon2 import PasswordHasher
 from sqlalchemy import func, select
@@ -16,35 +20,118 @@ from app.domain import profiles
 from app.domain.emails import password_reset_email
 from app.domain.password_policy import check_new_password
 from app.domain.token_versions import TokenVersions
-from app.errors import BadRequest, Conflict, Forbidden, NotAuthenticated, NotFound
+from app.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    LoginOverloaded,
+    NotAuthenticated,
+    NotFound,
+)
 from app.models import User
+from app.observability.metrics import (
+    PASSWORD_HASHES_IN_FLIGHT,
+    PASSWORD_HASHES_QUEUED,
+    PASSWORD_HASHES_SHED,
+)
 from app.security import (
     InvalidToken,
     create_password_reset_token,
     decode_password_reset_token,
     password_fingerprint,
+    password_hasher,
     verify_password,
 )
 from app.services.job_queue import JobQueue
 
 logger = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
+
 
 class PasswordService:
-    """Hashing runs in a worker thread: argon2 is deliberately slow and must not block the loop."""
+    """Argon2 hashing off the event loop, in this process's own small pool of threads.
 
-    def __init__(self, hasher: PasswordHasher) -> None:
+    At most `concurrency` hashes run at once and `queue_max` more wait for a thread. A call
+    beyond that, or one still waiting after `wait_seconds`, raises LoginOverloaded (503 with
+    Retry-After) at once: a login burst gets a bounded share of the CPU and a bounded queue,
+    and requests that hash nothing (every token-bearing one) never wait behind it.
+    """
+
+    def __init__(
+        self, hasher: PasswordHasher, *, concurrency: int, queue_max: int, wait_seconds: float
+    ) -> None:
         self._hasher = hasher
+        self._threads = ThreadPoolExecutor(concurrency, thread_name_prefix="password-hash")
+        self._capacity = concurrency + queue_max
+        self._wait_seconds = wait_seconds
+        # Hashes admitted and not yet finished or dropped; decremented in the hash threads.
+        self._admitted = 0
+        self._lock = threading.Lock()
         # Verified against when the email is unknown, so both paths cost the same time.
         self._dummy_hash = hasher.hash("timing-equaliser")
 
+    @classmethod
+    def for_settings(cls, settings: Settings) -> "PasswordService":
+        """The service with the configured argon2 cost and PASSWORD_HASH_* bounds."""
+        return cls(
+            password_hasher(settings),
+            concurrency=settings.password_hash_concurrency,
+            queue_max=settings.password_hash_queue_max,
+            wait_seconds=settings.password_hash_wait_seconds,
+        )
+
     async def hash(self, password: str) -> str:
-        return await asyncio.to_thread(self._hasher.hash, password)
+        """The argon2 hash of `password`; LoginOverloaded when hashing is full."""
+        return await self._run(self._hasher.hash, password)
 
     async def verify(self, password_hash: str | None, password: str) -> bool:
+        """Whether `password` matches; an unknown account (None) costs the same and is False.
+        LoginOverloaded when hashing is full."""
         target = password_hash or self._dummy_hash
-        ok = await asyncio.to_thread(verify_password, self._hasher, target, password)
+        ok = await self._run(verify_password, self._hasher, target, password)
         return ok and password_hash is not None
+
+    def close(self) -> None:
+        """Stop the threads once their running hash ends; queued hashes are dropped."""
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+    async def _run(self, function: Callable[..., _T], *args: Any) -> _T:
+        with self._lock:
+            if self._admitted >= self._capacity:
+                PASSWORD_HASHES_SHED.labels("queue_full").inc()
+                raise LoginOverloaded()
+            self._admitted += 1
+        PASSWORD_HASHES_QUEUED.inc()
+        job = self._threads.submit(self._hash_thread, function, *args)
+        job.add_done_callback(self._finished)
+        result = asyncio.wrap_future(job)
+        try:
+            done, _ = await asyncio.wait((result,), timeout=self._wait_seconds)
+        except asyncio.CancelledError:
+            job.cancel()  # nobody waits for it any more: drop it unless it started
+            raise
+        # cancel() succeeds only for a hash that has not started; a running one is awaited.
+        if not done and job.cancel():
+            PASSWORD_HASHES_SHED.labels("wait_timeout").inc()
+            raise LoginOverloaded()
+        return await result
+
+    @staticmethod
+    def _hash_thread(function: Callable[..., _T], *args: Any) -> _T:
+        PASSWORD_HASHES_QUEUED.dec()
+        PASSWORD_HASHES_IN_FLIGHT.inc()
+        try:
+            return function(*args)
+        finally:
+            PASSWORD_HASHES_IN_FLIGHT.dec()
+
+    def _finished(self, job: Future[Any]) -> None:
+        # In a hash thread when the hash ends; in the caller's when a waiting one is dropped.
+        if job.cancelled():
+            PASSWORD_HASHES_QUEUED.dec()
+        with self._lock:
+            self._admitted -= 1
 
 
 def normalise_email(email: str) -> str:
@@ -150,12 +237,20 @@ async def reset_password(
         user_id, fingerprint = decode_password_reset_token(settings, token)
     except InvalidToken:
         raise invalid from None
-    user = await session.get(User, user_id, with_for_update=True)
     # The token is bound to the password it was issued for, so it works once.
+    user = await session.get(User, user_id)
     if user is None or password_fingerprint(user.password_hash) != fingerprint:
         raise invalid
     check_new_password(new_password, normalise_email(user.email))
-    user.password_hash = await passwords.hash(new_password)
+    # Hash with no transaction open (no row lock, no pooled connection held, as in
+    # authenticate), then lock the row and check again: a concurrent reset may have used the
+    # token meanwhile.
+    await session.commit()
+    new_hash = await passwords.hash(new_password)
+    user = await session.get(User, user_id, with_for_update=True, populate_existing=True)
+    if user is None or password_fingerprint(user.password_hash) != fingerprint:
+        raise invalid
+    user.password_hash = new_hash
     _end_sessions(session, versions, user)
     await session.flush()
 

@@ -12,7 +12,6 @@ right-most entries were written by our own proxies. On Elastic Beanstalk the ALB
 client and the on-instance nginx appends the ALB: 2 hops.
 """
 
-import time
 from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Annotated
 
@@ -25,16 +24,13 @@ from app.config import Settings
 from app.config.rate_limits import RateLimitTier
 from app.deps import resources_of
 from app.error_handlers import error_response
+from app.middleware.bearer_identity import BearerIdentities, authorization_of
 from app.middleware.client_ip import client_ip_for, forwarded_for, peer_of
-from app.security import InvalidToken, decode_access_token_with_key
 from app.services.ratelimit.auth_limits import AuthLimits
 from app.services.ratelimit.buckets import Decision, ceil_seconds
 from app.services.ratelimit.limiter import RateLimiter
 from app.services.ratelimit.rules import RateLimitRules
 from app.services.redis import RedisService
-
-_TOKEN_CACHE_MAX = 10_000
-_BEARER = b"bearer "
 
 
 class _TierHeaders:
@@ -71,8 +67,7 @@ class RateLimitMiddleware:
         self._client_ip = client_ip_for(settings)
         self._given_redis = redis
         self._limiter: RateLimiter | None = None
-        self._jwt_key: str | None = None
-        self._tokens: dict[bytes, tuple[str, float]] = {}
+        self._users = BearerIdentities(settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self._enabled:
@@ -83,12 +78,9 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         tier = self._tiers[category]
-        authorization: bytes | None = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                authorization = value
+        authorization = None if tier.by_ip else authorization_of(scope["headers"])
         ip = self._client_ip(peer_of(scope), forwarded_for(scope["headers"]))
-        user = self._verified_user(authorization) if authorization and not tier.by_ip else None
+        user = self._users.user_of(authorization) if authorization else None
         redis = self._given_redis or resources_of(scope["app"]).redis
         limiter = self._limiter
         if limiter is None or limiter.redis is not redis:
@@ -99,26 +91,6 @@ class RateLimitMiddleware:
             await self.app(scope, receive, self._with_headers(send, tier, decision))
         else:
             await self._refuse(tier, decision)(scope, receive, send)
-
-    def _verified_user(self, authorization: bytes) -> str | None:
-        """The identity of a valid Bearer token's user; None for anything else (keyed by IP)."""
-        if authorization[:7].lower() != _BEARER:
-            return None
-        token = authorization[7:].strip()
-        cached = self._tokens.get(token)
-        if cached is not None and cached[1] > time.time():
-            return cached[0]
-        if self._jwt_key is None:
-            self._jwt_key = self._settings.jwt_signing_key()
-        try:
-            claims = decode_access_token_with_key(self._jwt_key, token.decode("latin-1"))
-        except InvalidToken:
-            return None
-        if len(self._tokens) >= _TOKEN_CACHE_MAX:
-            self._tokens.clear()
-        identity = f"u:{claims.user_id}"
-        self._tokens[token] = (identity, claims.expires_at.timestamp())
-        return identity
 
     @staticmethod
     def _headers(tier: _TierHeaders, decision: Decision) -> list[tuple[bytes, bytes]]:

@@ -60,6 +60,63 @@ DB_CONNECTIONS_OPENED = Counter(
     "hiringpro_db_connections_opened_total",
     "New database connections opened (high rates mean churn or an external pooler).",
 )
+# Overload protection (app/services/overload): the per-process adaptive limit and its load signals.
+OVERLOAD_LIMIT = Gauge(
+    "hiringpro_overload_limit",
+    "Adaptive concurrency limit of the load shedder (sum over live processes).",
+    multiprocess_mode="livesum",
+)
+OVERLOAD_IN_FLIGHT = Gauge(
+    "hiringpro_overload_in_flight",
+    "Requests admitted by the load shedder and still running, by priority.",
+    ["priority"],
+    multiprocess_mode="livesum",
+)
+OVERLOAD_QUEUED = Gauge(
+    "hiringpro_overload_queued",
+    "Requests waiting in the load shedder's queue, by priority.",
+    ["priority"],
+    multiprocess_mode="livesum",
+)
+OVERLOAD_SHED = Counter(
+    "hiringpro_overload_shed_total",
+    "Requests shed with 503 overloaded, by priority and reason.",
+    ["priority", "reason"],
+)
+EVENT_LOOP_LAG = Gauge(
+    "hiringpro_event_loop_lag_seconds",
+    "Event-loop scheduling delay last measured by the load monitor (worst live process).",
+    multiprocess_mode="livemax",
+)
+DB_POOL_WAITERS = Gauge(
+    "hiringpro_db_pool_waiters",
+    "Requests waiting for a database connection, last sampled by the load monitor.",
+    multiprocess_mode="livesum",
+)
+# Password hashing (app/domain/auth.py PasswordService) and the per-identity concurrency limit
+# (app/middleware/concurrency_limit.py).
+PASSWORD_HASHES_IN_FLIGHT = Gauge(
+    "hiringpro_password_hashes_in_flight",
+    "Password hashes (argon2) running in the hash threads (all live processes).",
+    multiprocess_mode="livesum",
+)
+PASSWORD_HASHES_QUEUED = Gauge(
+    "hiringpro_password_hashes_queued",
+    "Password hashes waiting for a hash thread (all live processes).",
+    multiprocess_mode="livesum",
+)
+PASSWORD_HASHES_SHED = Counter(
+    "hiringpro_password_hashes_shed_total",
+    "Logins, registrations and resets answered 503 login_overloaded, by reason (queue_full: "
+    "refused on arrival; wait_timeout: queued too long without starting).",
+    ["reason"],
+)
+CONCURRENCY_LIMIT_DECISIONS = Counter(
+    "hiringpro_concurrency_limit_decisions_total",
+    "Per-identity concurrent-request decisions by identity (user, address), outcome (admitted, "
+    "refused) and source (redis, local = no Redis configured, fallback = Redis down).",
+    ["identity", "outcome", "source"],
+)
 
 _Observer = tuple[Callable[[], None], Callable[[float], None]]
 

@@ -40,7 +40,9 @@ from tests.support.gunicorn_server import GunicornServer
 from tests.support.wait import wait_until_sync
 
 WEB_APP = "app.main:app"
-# No drill is about rate limits: every tier far above what the drill's clients send.
+# No drill is about rate or concurrency limits: every tier far above what the drill's clients
+# send (and the per-user concurrency limit, whose Redis-down share would refuse the admin token
+# the client threads share).
 UNLIMITED_TIERS = json.dumps(
     {
         tier: {"capacity": 1_000_000, "refill": 1_000_000}
@@ -52,6 +54,7 @@ WEB_ENV = {
     "CACHE_ENABLED": "true",
     "RATE_LIMIT_ENABLED": "true",
     "RATE_LIMIT_TIERS": UNLIMITED_TIERS,
+    "CONCURRENCY_LIMIT_PER_USER": "1000",
     "PASSWORD_HASH_TIME_COST": "1",
     "PASSWORD_HASH_MEMORY_KIB": "1024",
     "DB_POOL_TIMEOUT_SECONDS": "3",

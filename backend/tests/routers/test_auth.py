@@ -155,6 +155,33 @@ async def test_reset_password_works_once(client: httpx.AsyncClient, app: FastAPI
     assert misuse.status_code == 400
 
 
+async def test_one_reset_token_sent_twice_at_once_changes_the_password_once(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    # The hash runs outside the row lock, so the token is checked again under it.
+    body = await register_candidate(client, email="race@example.com")
+    async with app.state.resources.database.sessionmaker() as session:
+        user = await session.get(User, body["user"]["id"])
+        assert user is not None
+        token = create_password_reset_token(app.state.settings, user.id, user.password_hash)
+    passwords = ["FirstWinner123!", "SecondWinner123!"]
+    answers = await asyncio.gather(
+        *(
+            client.post("/api/auth/reset-password", json={"token": token, "new_password": new})
+            for new in passwords
+        )
+    )
+    assert sorted(answer.status_code for answer in answers) == [200, 400]
+    winner = passwords[[answer.status_code for answer in answers].index(200)]
+    logins = [
+        await client.post(
+            "/api/auth/login", json={"email": "race@example.com", "password": candidate}
+        )
+        for candidate in passwords
+    ]
+    assert [login.status_code == 200 for login in logins] == [c == winner for c in passwords]
+
+
 async def test_protected_routes_need_a_valid_token(client: httpx.AsyncClient) -> None:
     assert (await client.get("/api/profile")).status_code == 401
     forged = jwt.encode(
