@@ -343,6 +343,16 @@ class Settings(BaseSettings):
     reset_email_limit: int = Field(3, ge=1)
     reset_email_window_seconds: int = Field(3600, ge=1)
 
+    # Worker job time budget and cron slots (app/worker/delivery.py, app/worker/cron_slots.py).
+    # Wall-clock seconds one job may run (worker tier and QUEUE_BACKEND=local alike) before it
+    # is cut off, rolled back and answered 504 for a retry. Keep it plus 10 s (for recording a
+    # give-up) below sqsd's InactivityTimeout (180 s), so the app ends a slow job itself instead
+    # of sqsd redelivering it while the first run still works.
+    worker_job_timeout_seconds: float = Field(150.0, gt=0)
+    # EB's cron.yaml: the schedule a cron delivery without X-Aws-Sqsd-Scheduled-At belongs to
+    # (without the file, or the task in it: the minute the delivery arrived in).
+    worker_cron_file: Path = BACKEND_DIR.parent / "cron.yaml"
+
     # Overload protection: bounded password hashing (app/domain/auth.py PasswordService) and the
     # fleet-wide concurrent-request limit per identity (app/services/ratelimit/concurrency.py,
     # app/middleware/concurrency_limit.py).

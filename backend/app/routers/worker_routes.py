@@ -1,9 +1,12 @@
 """Routes the EB SQS daemon (sqsd) POSTs messages and cron tasks to (worker app only).
 
-200 means done: sqsd deletes the message. Anything else means retry. Requests are accepted
-only from the local daemon: the connection and every proxy hop (nginx's X-Forwarded-For and
-X-Real-IP) must be loopback. A queued message's body names its task (EB posts all of a queue's
-messages to one configured path); a cron task's empty body runs the task of its route.
+200 means done: sqsd deletes the message. Anything else means retry: 503 ``job_retry`` when the
+job failed, 504 ``job_timeout`` when it ran out of its time budget (WORKER_JOB_TIMEOUT_SECONDS).
+Requests are accepted only from the local daemon: the connection and every proxy hop (nginx's
+X-Forwarded-For and X-Real-IP) must be loopback. A queued message's body names its task (EB
+posts all of a queue's messages to one configured path) and needs sqsd's message id; a POST to
+a cron task's route runs that task, with or without a message id (daemons such as simple-sqsd
+send none), once per schedule slot (app.worker.delivery.decode).
 """
 
 from fastapi import APIRouter, Depends, Request
@@ -14,10 +17,14 @@ from app.deps import get_app_settings, resources_of
 from app.error_handlers import error_response
 from app.errors import BadRequest, Forbidden
 from app.middleware.client_ip import is_local_request
-from app.services.job_queue import Delivery, Outcome
+from app.services.job_queue import CRON_TASKS, Delivery, Outcome
 from app.worker.delivery import process
 
 MSGID_HEADER = "x-aws-sqsd-msgid"
+# Retry-After of a failed or timed-out job. sqsd itself ignores it and redelivers after its
+# ErrorVisibilityTimeout (60 s in .ebextensions/worker/10-worker-tier.config); it tells any
+# other caller the same.
+RETRY_AFTER = {"Retry-After": "60"}
 
 
 def require_local_daemon(request: Request) -> None:
@@ -59,8 +66,8 @@ def _int(value: str | None, default: int) -> int:
 
 async def _deliver(request: Request, task: str) -> Response:
     headers = request.headers
-    message_id = _text(headers, MSGID_HEADER, MAX_MESSAGE_ID_LENGTH)
-    if not message_id:
+    message_id = _text(headers, MSGID_HEADER, MAX_MESSAGE_ID_LENGTH) or None
+    if message_id is None and task not in CRON_TASKS:
         raise BadRequest("X-Aws-Sqsd-Msgid is missing.", code="missing_message_id")
     # Unknown headers (newer sqsd versions, X-Aws-Sqsd-Attr-*) are ignored.
     delivery = Delivery(
@@ -72,8 +79,12 @@ async def _deliver(request: Request, task: str) -> Response:
         scheduled_at=_text(headers, "x-aws-sqsd-scheduled-at", MAX_HEADER_TEXT_LENGTH),
     )
     outcome = await process(resources_of(request.app).worker_context(), delivery)
-    if outcome is Outcome.RETRY:
-        return error_response(503, "job_retry", "The job failed and will be retried.")
+    if outcome is Outcome.TIMED_OUT:
+        message = "The job ran out of time and will be retried."
+        return error_response(504, "job_timeout", message, headers=RETRY_AFTER)
+    if not outcome.acknowledged:
+        message = "The job failed and will be retried."
+        return error_response(503, "job_retry", message, headers=RETRY_AFTER)
     return Response(
         f'{{"status":"{outcome.value}"}}', status_code=200, media_type="application/json"
     )

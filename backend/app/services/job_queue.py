@@ -5,7 +5,8 @@ enqueues into (chosen by QUEUE_BACKEND).
 app. ``local`` (embedded default): :class:`LocalJobQueue` runs the same handlers in this process in
 the background, with sqsd's semantics: a job is retried after a delay until it succeeds, is
 rejected for good, or has been tried WORKER_MAX_RECEIVE_COUNT times (then it is recorded as failed,
-the local stand-in for the dead-letter queue). Local jobs live in memory: a process that stops
+the local stand-in for the dead-letter queue). Each run gets the worker tier's time budget
+(WORKER_JOB_TIMEOUT_SECONDS, app.worker.delivery). Local jobs live in memory: a process that stops
 drops the ones still waiting. They share the web process's event loop, so handlers keep
 CPU-heavy work off it (resume parsing runs in a limited child process, app.domain.resume_sandbox).
 """
@@ -91,19 +92,27 @@ class JobMessage:
 
 
 class Outcome(enum.StrEnum):
-    """What became of one delivery (sqsd deletes the message on 200, i.e. all but RETRY)."""
+    """What became of one delivery (sqsd deletes the message on 200: when acknowledged)."""
 
     DONE = "done"
     DUPLICATE = "duplicate"
     REJECTED = "rejected"
     RETRY = "retry"
+    # Cut off at WORKER_JOB_TIMEOUT_SECONDS and rolled back; retried like RETRY.
+    TIMED_OUT = "timed_out"
+
+    @property
+    def acknowledged(self) -> bool:
+        """Whether the message is done with (200); otherwise it is delivered again."""
+        return self is not Outcome.RETRY and self is not Outcome.TIMED_OUT
 
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """One delivery of a message to a worker route, as sqsd describes it in its headers."""
 
-    message_id: str
+    # None: a cron delivery from a daemon that sends no X-Aws-Sqsd-Msgid (e.g. simple-sqsd).
+    message_id: str | None
     body: bytes
     route_task: str
     receive_count: int = 1
@@ -179,7 +188,7 @@ class LocalJobQueue:
                     # The runner records its own failures; this guards the loop itself.
                     logger.exception("local job %s (%s) crashed", message.id, message.task)
                     outcome = Outcome.RETRY
-            if outcome is not Outcome.RETRY:
+            if outcome.acknowledged:
                 return
             if receive_count < self._max_receives:
                 await asyncio.sleep(self._retry_delay)

@@ -41,7 +41,7 @@ class JobRun:
     payload: dict[str, Any]
     id: str
     key: str
-    message_id: str
+    message_id: str | None
     scheduled_at: datetime | None = None
 
     def parsed(self, model: type[PayloadT]) -> PayloadT:

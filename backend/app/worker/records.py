@@ -12,6 +12,11 @@ from app.services.job_queue import Delivery
 MAX_STORED_BODY_CHARS = 10_000
 
 
+def _message_id(delivery: Delivery) -> str:
+    # Empty for a cron delivery that came without one (its key names the task and slot).
+    return (delivery.message_id or "")[:255]
+
+
 async def is_processed(database: Database, key: str) -> bool:
     """Whether a job with this key already committed its effects (or was rejected)."""
     async with database.read_engine.connect() as connection:
@@ -27,7 +32,7 @@ def mark_processed(
         ProcessedJob(
             key=key,
             task=task[:50],
-            message_id=delivery.message_id[:255],
+            message_id=_message_id(delivery),
             status="rejected" if rejected else "done",
         )
     )
@@ -47,7 +52,7 @@ def record_failure(
         FailedJob(
             key=key[:255],
             task=task[:50],
-            message_id=delivery.message_id[:255],
+            message_id=_message_id(delivery),
             reason=reason[:500],
             body=delivery.body.decode("utf-8", "replace")[:MAX_STORED_BODY_CHARS],
             receive_count=delivery.receive_count,

@@ -68,3 +68,9 @@ def worker_tier(
         # Daemons first, so no delivery is cut off by a stopped worker.
         for process in reversed(started):
             process.stop()
+
+
+def child_pids(pid: int) -> list[int]:
+    """The process ids of ``pid``'s children, exited ones not yet reaped (zombies) included."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in path.read_text().split()]

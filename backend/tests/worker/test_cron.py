@@ -27,15 +27,16 @@ async def test_cron_yaml_parses_and_every_url_is_a_worker_route(tmp_path: Path) 
         ("generate-reports", "/worker/generate-reports", "0 2 * * *"),
     }
     assert {f"/worker/{task}" for task in CRON_TASKS} == {task.url for task in tasks}
-    # Each URL is a POST route of the worker app: it answers (400 without sqsd's message id),
-    # where an unknown path answers 404.
+    # Each URL is a POST route of the worker app: it validates sqsd's headers (a 400 for a
+    # receive count of 0, before any job runs), where an unknown path answers 404.
     app = create_worker_app(make_settings(tmp_path))
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 9))
+    bad_count = {"X-Aws-Sqsd-Receive-Count": "0"}
     async with httpx.AsyncClient(transport=transport, base_url="http://worker") as client:
         for task in tasks:
-            response = await client.post(task.url)
-            assert response.json()["error"]["code"] == "missing_message_id", task.url
-        assert (await client.post("/worker/no-such-task")).status_code == 404
+            response = await client.post(task.url, headers=bad_count)
+            assert response.json()["error"]["code"] == "invalid_header", task.url
+        assert (await client.post("/worker/no-such-task", headers=bad_count)).status_code == 404
 
 
 def test_schedules_are_utc() -> None:

@@ -21,7 +21,6 @@ from app.models import (
     ProcessedJob,
     User,
 )
-from app.models.base import utcnow
 from app.services.job_queue import JobMessage
 from app.worker.context import derived_job_id
 from app.worker_app import create_worker_app
@@ -29,7 +28,7 @@ from tests.support.moto_server import MotoServer
 from tests.support.resume_files import RESUME_TEXT, docx_bytes
 from tests.support.sqs_fixtures import sqs_settings
 from tests.support.sqs_server import QueuePair, drain
-from tests.worker.helpers import count, post_cron, post_job, sqsd_headers
+from tests.worker.helpers import count, create_candidate, post_cron, post_job, sqsd_headers
 
 EMAIL = {
     "to": "casey@example.com",
@@ -37,25 +36,6 @@ EMAIL = {
     "body": "Welcome aboard.",
     "kind": "welcome",
 }
-
-
-async def create_candidate(app: FastAPI, resume_key: str | None = None) -> int:
-    async with app.state.resources.database.sessionmaker() as session:
-        user = User(
-            email=f"{uuid.uuid4().hex[:8]}@example.com", password_hash="x", full_name="Casey"
-        )
-        session.add(user)
-        await session.flush()
-        session.add(
-            CandidateProfile(
-                user_id=user.id,
-                resume_key=resume_key,
-                resume_status="queued" if resume_key else "none",
-                resume_uploaded_at=utcnow() if resume_key else None,
-            )
-        )
-        await session.commit()
-        return user.id
 
 
 async def profile_of(app: FastAPI, user_id: int) -> CandidateProfile:
@@ -292,6 +272,7 @@ async def test_transient_failures_ask_for_retry_and_the_last_one_is_recorded(
                 )
                 assert response.status_code == 503
                 assert response.json()["error"]["code"] == "job_retry"
+                assert response.headers["Retry-After"].isdigit()
             assert await count(app, FailedJob) == 0
             assert (await profile_of(app, user_id)).resume_status == "processing"
 
