@@ -61,3 +61,5 @@ ensure_pgbouncer() {
 ensure_postgres
 ensure_redis
 ensure_pgbouncer
+# The bundle tests build the Elastic Beanstalk zips (scripts/build_bundle.sh).
+command -v zip >/dev/null || apt_install zip

@@ -12,7 +12,9 @@ module="${app_path%%:*}"
 # shellcheck disable=SC1090
 source /var/app/venv/*/bin/activate
 cd backend
-# The import builds the app with development defaults (no secrets are visible to hooks);
-# it proves the code and its dependencies load, nothing more.
+# EB gives hooks the environment properties (secrets included), but this check does not lean
+# on them: the import builds the app with development defaults, which proves the code and its
+# dependencies load, nothing more. The production settings are checked when gunicorn starts
+# (the postdeploy hook waits for /health).
 ENVIRONMENT=development DATA_DIR="$(mktemp -d)" python -c "import ${module}"
 echo "hiring-pro: ${app_path} imports"

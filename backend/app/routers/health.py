@@ -1,5 +1,7 @@
 """Health routes: liveness, readiness, and a detailed view for operators.
 
+* `GET /`: what answers here (service, version, where to look next); from memory, like
+  `/health`, and no health check's target.
 * `GET /health`: liveness for the load balancer; answers from memory, touches nothing.
 * `GET /health/ready`: the database (critical) and Redis (non-critical), each with its latency
   and a short timeout. 503 only when the database cannot be reached or the process is draining;
@@ -137,6 +139,16 @@ async def _readiness(request: Request, settings: Settings) -> tuple[str, Checks]
     if database["status"] == "busy" or redis["status"] == "down":
         return "degraded", checks
     return "ready", checks
+
+
+@router.get("/")
+async def service_index(settings: SettingsDep) -> dict[str, Any]:
+    """The service's name and version, and links to its health routes (and to the API docs
+    when they are served). Touches no dependency."""
+    links = {"health": "/health", "readiness": "/health/ready"}
+    if settings.docs_enabled:
+        links["docs"] = "/docs"
+    return {"service": settings.app_name, "version": settings.app_version, "links": links}
 
 
 @router.get("/health")

@@ -1,27 +1,37 @@
 """The Elastic Beanstalk bundle: YAML that parses, Procfiles whose apps load, routes that exist
-where the platform will call them, timeouts that fit together, hooks that work."""
+where the platform will call them, timeouts that fit together, commands and hooks that work."""
 
 import importlib
+import ipaddress
+import json
 import os
 import re
 import shlex
 import shutil
 import subprocess
+import textwrap
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-import yaml
 from fastapi import FastAPI
 from starlette.routing import Match
 
+from tests.deploy.eb_bundle import (
+    EBEXTENSIONS,
+    PLATFORM,
+    TIERS,
+    config_files,
+    get_config_stand_in,
+    load_yaml,
+    options,
+    shared_config_files,
+    tier_options,
+)
 from tests.support.gunicorn_server import GUNICORN, REPO_ROOT
 
-EBEXTENSIONS = REPO_ROOT / ".ebextensions"
-PLATFORM = REPO_ROOT / ".platform"
-TIERS = ("web", "worker")
 APP_OF_TIER = {"web": "app.main:app", "worker": "app.worker_app:app"}
+BUILD_BUNDLE = REPO_ROOT / "scripts" / "build_bundle.sh"
 # Top-level keys EB accepts in a configuration file.
 CONFIG_KEYS = {
     "option_settings",
@@ -36,30 +46,6 @@ CONFIG_KEYS = {
     "Resources",
     "Outputs",
 }
-
-
-def load_yaml(path: Path) -> Any:
-    with path.open(encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
-
-
-def config_files() -> list[Path]:
-    return sorted(EBEXTENSIONS.rglob("*.config"))
-
-
-def options(*paths: Path) -> dict[str, dict[str, Any]]:
-    """option_settings of the files, merged by namespace (later files win)."""
-    merged: dict[str, dict[str, Any]] = {}
-    for path in paths:
-        for namespace, values in (load_yaml(path).get("option_settings") or {}).items():
-            merged.setdefault(namespace, {}).update(values)
-    return merged
-
-
-def tier_options(tier: str) -> dict[str, dict[str, Any]]:
-    """What a tier's environment gets: the shared files plus its own."""
-    shared = sorted(EBEXTENSIONS.glob("*.config"))
-    return options(*shared, *sorted((EBEXTENSIONS / tier).glob("*.config")))
 
 
 def procfile_command(tier: str) -> list[str]:
@@ -109,7 +95,7 @@ def test_yaml_files_parse(path: Path) -> None:
 
 
 def test_shared_settings_match_the_plan() -> None:
-    shared = options(*sorted(EBEXTENSIONS.glob("*.config")))
+    shared = options(*shared_config_files())
     env = shared["aws:elasticbeanstalk:application:environment"]
     assert env["ENVIRONMENT"] == "production"
     assert env["USE_EXTERNAL_POOLER"] == "true"
@@ -121,8 +107,6 @@ def test_shared_settings_match_the_plan() -> None:
         "Percentage",
         "30",
     )
-    packages = load_yaml(EBEXTENSIONS / "01-packages.config")["packages"]["yum"]
-    assert {"python3-devel", "gcc"} <= set(packages)
     iam = load_yaml(EBEXTENSIONS / "03-iam.config")["Resources"]["HiringProQueuePolicy"]
     [statement] = iam["Properties"]["PolicyDocument"]["Statement"]
     assert set(statement["Action"]) == {
@@ -131,6 +115,43 @@ def test_shared_settings_match_the_plan() -> None:
         "sqs:GetQueueAttributes",
     }
     assert statement["Resource"]["Fn::Join"][1][-1] == ":hiring-pro-*"
+
+
+def test_no_build_packages_since_every_dependency_ships_wheels() -> None:
+    # `pip download --only-binary=:all:` for CPython 3.11 on manylinux x86_64 and aarch64 found a
+    # wheel for every requirement (DEPLOY.md): the instances need no compiler or headers.
+    for path in config_files():
+        assert "packages" not in load_yaml(path), path
+
+
+def test_each_environment_owns_its_sqs_policy_on_a_named_role() -> None:
+    """Two environments on one instance role must not share an inline policy name (terminating
+    one would delete the other's permissions), and Roles takes role names, never the instance
+    profile option (a profile name or ARN)."""
+    document = load_yaml(EBEXTENSIONS / "03-iam.config")
+    policy = document["Resources"]["HiringProQueuePolicy"]["Properties"]
+    _, parts = policy["PolicyName"]["Fn::Join"]
+    assert {"Ref": "AWSEBEnvironmentName"} in parts and parts[0] == "hiring-pro-sqs-send"
+    [role] = policy["Roles"]
+    assert role["Fn::GetOptionSetting"]["OptionName"] == "InstanceRoleName"
+    assert "Namespace" not in role["Fn::GetOptionSetting"]  # a custom option
+    assert "IamInstanceProfile" not in str(document)
+    declared = document["option_settings"]["aws:elasticbeanstalk:customoption"]
+    assert declared["InstanceRoleName"] == role["Fn::GetOptionSetting"]["DefaultValue"]
+
+
+def test_ops_allowlist_ships_no_network_broader_than_a_few_hosts() -> None:
+    # The operators' routes trust these clients without a token: the bundle ships loopback
+    # only, and each environment adds its monitoring hosts (DEPLOY.md).
+    for tier in TIERS:
+        value = tier_options(tier)["aws:elasticbeanstalk:application:environment"][
+            "OPS_ALLOWED_NETWORKS"
+        ]
+        networks = [ipaddress.ip_network(part.strip()) for part in value.split(",")]
+        assert networks
+        for network in networks:
+            assert network.num_addresses <= 256, network  # at most a /24 (IPv4)
+            assert network.is_loopback, network
 
 
 def test_web_tier_load_balancer_probes_a_real_liveness_route() -> None:
@@ -235,25 +256,82 @@ def test_bundle_environment_passes_the_production_guards(tier: str, tmp_path: Pa
 def test_worker_tier_routes_and_timeouts_fit_together() -> None:
     settings = tier_options("worker")
     sqsd = settings["aws:elasticbeanstalk:sqsd"]
+    env = settings["aws:elasticbeanstalk:application:environment"]
     worker = tier_app("worker")
     assert has_route(worker, "POST", sqsd["HttpPath"])
     assert has_route(worker, "GET", "/health")
     inactivity = int(sqsd["InactivityTimeout"])
     visibility = int(sqsd["VisibilityTimeout"])
-    command = procfile_command("worker")
-    app_timeout = int(command[command.index("--timeout") + 1])
     nginx = (PLATFORM / "nginx" / "tiers" / "worker.conf").read_text()
     read_timeout = int(re.search(r"proxy_read_timeout\s+(\d+)s;", nginx)[1])  # type: ignore[index]
-    # The app may run up to its timeout; sqsd waits longer; nginx waits longer still (so a
-    # slow job is not cut by a 504 and run twice); the message stays hidden meanwhile.
-    assert app_timeout < inactivity < read_timeout
-    assert inactivity < visibility
     from app.config import Settings
 
-    max_receive = getattr(Settings(), "worker_max_receive_count", None)
-    if max_receive is not None:
-        assert int(sqsd["MaxRetries"]) == max_receive
-    assert settings["aws:elasticbeanstalk:application:environment"]["HIRING_PRO_ROLE"] == "worker"
+    # The app's own limit on a job (gunicorn's --timeout is only a heartbeat for uvicorn
+    # workers). The bundle sets it; the app's default stands in if the bundle did not.
+    budget_setting = env.get("WORKER_JOB_TIMEOUT_SECONDS")
+    default_budget = getattr(Settings(), "worker_job_timeout_seconds", None)
+    assert budget_setting is not None or default_budget is not None
+    budget = float(budget_setting if budget_setting is not None else default_budget)  # type: ignore[arg-type]
+    # After the budget the app may still record a final failure (GIVE_UP_SECONDS) before it
+    # answers.
+    give_up = float(getattr(importlib.import_module("app.worker.delivery"), "GIVE_UP_SECONDS", 0))
+    # The app stops a job first and answers; sqsd waits longer for that answer; nginx waits
+    # longer still (so a slow job is not cut by a 504 and run twice); the message stays hidden
+    # while sqsd waits, so no other instance takes it meanwhile.
+    assert budget + give_up < inactivity < read_timeout
+    assert inactivity < visibility
+    assert env["HIRING_PRO_ROLE"] == "worker"
+
+
+def test_dead_letter_handoff_is_the_queue_redrive_policy() -> None:
+    """With an existing queue sqsd's MaxRetries does nothing: the queue's redrive policy moves a
+    message to the dead-letter queue after maxReceiveCount receives. DEPLOY.md creates the queue
+    with the count the app treats as final (WORKER_MAX_RECEIVE_COUNT)."""
+    from app.config import Settings
+
+    sqsd = tier_options("worker")["aws:elasticbeanstalk:sqsd"]
+    assert "MaxRetries" not in sqsd
+    assert sqsd["WorkerQueueURL"]  # an existing queue, never one EB creates
+    # DEPLOY.md's queue attributes, written by its own shell snippet (as rendered: without the
+    # indentation of the list it sits in).
+    deploy = (REPO_ROOT / "DEPLOY.md").read_text()
+    [block] = re.findall(
+        r"^( *cat > queue-attributes\.json <<EOF\n.*?^ *EOF)$", deploy, re.M | re.S
+    )
+    snippet = textwrap.dedent(block)
+    dlq_arn = "arn:aws:sqs:us-east-1:123456789012:hiring-pro-resume-parse-dlq"
+    written = subprocess.run(
+        ["bash", "-c", snippet.replace("queue-attributes.json", "/dev/stdout")],
+        env={**os.environ, "dlq_arn": dlq_arn},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    attributes = json.loads(written)
+    redrive = json.loads(attributes["RedrivePolicy"])
+    assert redrive["deadLetterTargetArn"] == dlq_arn
+    assert int(redrive["maxReceiveCount"]) == Settings().worker_max_receive_count
+    assert int(attributes["VisibilityTimeout"]) == int(sqsd["VisibilityTimeout"])
+
+
+def test_no_command_is_both_leader_only_and_tested() -> None:
+    # EB runs a leader-only command on the leader whatever its test says (leader_only wins).
+    for path in config_files():
+        document = load_yaml(path)
+        for section in ("commands", "container_commands"):
+            for name, command in (document.get(section) or {}).items():
+                assert not ("leader_only" in command and "test" in command), (path, name)
+
+
+def test_migrations_run_from_one_leader_through_the_tier_check() -> None:
+    commands = load_yaml(EBEXTENSIONS / "04-migrations.config")["container_commands"]
+    [command] = commands.values()
+    assert command["leader_only"] is True
+    assert command["command"] == "bash .platform/scripts/migrate.sh"
+    script = PLATFORM / "scripts" / "migrate.sh"
+    assert os.access(script, os.X_OK)
+    assert "alembic upgrade head" in script.read_text()
 
 
 @pytest.mark.skipif(
@@ -274,15 +352,15 @@ def test_every_cron_task_has_a_worker_route() -> None:
 def test_web_nginx_timeout_covers_gunicorn() -> None:
     nginx = (PLATFORM / "nginx" / "tiers" / "web.conf").read_text()
     read_timeout = int(re.search(r"proxy_read_timeout\s+(\d+)s;", nginx)[1])  # type: ignore[index]
-    env = options(*sorted(EBEXTENSIONS.glob("*.config")))[
-        "aws:elasticbeanstalk:application:environment"
-    ]
+    env = options(*shared_config_files())["aws:elasticbeanstalk:application:environment"]
     assert read_timeout > int(env["GUNICORN_TIMEOUT"])
     assert int(env["GUNICORN_GRACEFUL_TIMEOUT"]) < int(env["GUNICORN_TIMEOUT"])
 
 
 def hook_files() -> list[Path]:
-    return sorted(path for path in PLATFORM.rglob("*") if path.parent.parent.name.endswith("hooks"))
+    """The platform hooks and the scripts the configuration files run."""
+    hooks = [path for path in PLATFORM.rglob("*") if path.parent.parent.name.endswith("hooks")]
+    return sorted([*hooks, *(PLATFORM / "scripts").glob("*.sh")])
 
 
 @pytest.mark.parametrize("hook", hook_files(), ids=lambda path: str(path.relative_to(REPO_ROOT)))
@@ -295,21 +373,24 @@ def test_hooks_are_executable_bash_without_broad_kills(hook: Path) -> None:
 
 
 def test_no_broad_kills_anywhere_in_the_bundle_config() -> None:
-    for path in [*config_files(), REPO_ROOT / "Procfile.web", REPO_ROOT / "Procfile.worker"]:
+    bundle_files = [REPO_ROOT / "Procfile.web", REPO_ROOT / "Procfile.worker", BUILD_BUNDLE]
+    for path in [*config_files(), *bundle_files]:
         assert not re.search(r"\b(pkill|killall)\b", path.read_text()), path
 
 
-def run_prebuild(tmp_path: Path, role: str | None) -> subprocess.CompletedProcess[str]:
-    """Run the prebuild hook in a copy of the bundle's relevant files, with a stand-in for
-    EB's get-config that knows only HIRING_PRO_ROLE."""
+def run_prebuild(
+    tmp_path: Path, role: str | None, bundle_tier: str | None = "same"
+) -> subprocess.CompletedProcess[str]:
+    """Run the prebuild hook in a copy of the bundle's relevant files, built for `bundle_tier`
+    ("same": the role's tier; None: no tier, the repository tree itself)."""
     bundle = tmp_path / "bundle"
     shutil.copytree(PLATFORM, bundle / ".platform")
     for tier in TIERS:
         shutil.copy(REPO_ROOT / f"Procfile.{tier}", bundle / f"Procfile.{tier}")
-    get_config = tmp_path / "get-config"
-    value = "" if role is None else role
-    get_config.write_text(f'#!/bin/bash\n[ -n "{value}" ] && echo "{value}"\n')
-    get_config.chmod(0o755)
+    built_for = role if bundle_tier == "same" else bundle_tier
+    if built_for is not None:
+        (bundle / ".platform" / "bundle_tier").write_text(f"{built_for}\n")
+    get_config = get_config_stand_in(tmp_path, role)
     return subprocess.run(
         ["bash", ".platform/hooks/prebuild/01_select_tier.sh"],
         cwd=bundle,
@@ -338,13 +419,29 @@ def test_prebuild_hook_refuses_an_unknown_tier(tmp_path: Path, role: str | None)
     assert not (tmp_path / "bundle" / "Procfile").exists()
 
 
+@pytest.mark.parametrize(
+    ("role", "bundle_tier"),
+    [("web", None), ("worker", None), ("web", "worker"), ("worker", "web")],
+    ids=["web-gets-the-tree", "worker-gets-the-tree", "web-gets-worker", "worker-gets-web"],
+)
+def test_prebuild_hook_refuses_a_bundle_of_another_tier(
+    tmp_path: Path, role: str, bundle_tier: str | None
+) -> None:
+    result = run_prebuild(tmp_path, role, bundle_tier)
+    assert result.returncode == 1
+    assert f"scripts/build_bundle.sh {role}" in result.stderr
+    assert not (tmp_path / "bundle" / "Procfile").exists()
+
+
 def test_tier_files_come_in_pairs() -> None:
     for tier in TIERS:
         assert (REPO_ROOT / f"Procfile.{tier}").is_file()
         assert (PLATFORM / "nginx" / "tiers" / f"{tier}.conf").is_file()
         assert list((EBEXTENSIONS / tier).glob("*.config"))
-    # The generated file must not be committed: it would serve one tier's proxy to both.
+    # The generated files must not be committed: they would serve one tier's proxy to both,
+    # or let the repository tree pass as a tier's bundle.
     assert not (PLATFORM / "nginx/conf.d/elasticbeanstalk/00_application.conf").exists()
+    assert not (PLATFORM / "bundle_tier").exists()
 
 
 @pytest.mark.skipif(not has_worker_app(), reason="the worker app is not in the tree yet")
