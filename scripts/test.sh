@@ -9,9 +9,9 @@ source "$(dirname "$0")/common.sh"
 ensure_venv requirements-dev.txt
 bash "$REPO_ROOT/scripts/services.sh"
 cd "$REPO_ROOT/backend"
-"$VENV/bin/ruff" check app devtools tests migrations ../bench
-"$VENV/bin/ruff" format --check app devtools tests migrations ../bench
-"$VENV/bin/mypy" app devtools tests
+"$VENV/bin/ruff" check app devtools ops tests migrations ../bench
+"$VENV/bin/ruff" format --check app devtools ops tests migrations ../bench
+"$VENV/bin/mypy" app devtools ops tests
 "$VENV/bin/lint-imports" --no-cache --no-logo
 # pytest exits 5 when it collected nothing: that is a failure here too.
 pytest=("$VENV/bin/pytest" -n "${PYTEST_WORKERS:-2}" -p no:cacheprovider)

@@ -5,7 +5,7 @@ from app.models.base import Base
 from app.models.job import Job
 from app.models.notification import Notification
 from app.models.user import CandidateProfile, User
-from app.models.worker import DailyReport, EmailOutbox, FailedJob, ProcessedJob
+from app.models.worker import DailyReport, DlqReplay, EmailOutbox, FailedJob, ProcessedJob
 
 __all__ = [
     "Assessment",
@@ -14,6 +14,7 @@ __all__ = [
     "Base",
     "CandidateProfile",
     "DailyReport",
+    "DlqReplay",
     "EmailOutbox",
     "FailedJob",
     "Job",

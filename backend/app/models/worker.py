@@ -1,4 +1,5 @@
-"""The worker tier's bookkeeping: processed jobs, failed jobs, the email outbox, daily reports."""
+"""The worker tier's bookkeeping: processed jobs, failed jobs, the email outbox, daily reports,
+and the ledger of dead-letter messages replayed by `python -m ops.dlq_replay`."""
 
 from datetime import date, datetime
 
@@ -77,3 +78,25 @@ class DailyReport(Base):
     average_score_percent: Mapped[float | None] = mapped_column(Float)
     jobs_posted: Mapped[int] = mapped_column(Integer)
     generated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DlqReplay(Base):
+    """One dead-letter message sent back to its source queue by ``python -m ops.dlq_replay``.
+
+    Keyed by the message's id in the dead-letter queue: a replay that finds its id here sent
+    it already and only deletes it from the DLQ (see ops/dlq_replay.py for why that order is
+    safe). A DLQ keeps a message at most its retention period (14 days at most), so older rows
+    are history only.
+    """
+
+    __tablename__ = "dlq_replays"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    dlq_message_id: Mapped[str] = mapped_column(String(255), unique=True)
+    dead_letter_queue: Mapped[str] = mapped_column(String(255))
+    source_queue: Mapped[str] = mapped_column(String(255))
+    # The id SQS gave the copy sent to the source queue.
+    replayed_message_id: Mapped[str] = mapped_column(String(255))
+    # processed_jobs / failed_jobs key of the job the message carries, when it carries one.
+    job_key: Mapped[str | None] = mapped_column(String(255), index=True)
+    replayed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
