@@ -11,8 +11,10 @@ Each priority may fill the process up to its own capacity, from the limit L:
 
 A request over its capacity waits in its priority's queue, FIFO; a freed slot goes to the most
 important waiter that fits. It is shed at once (503 within the same event-loop turn) when its
-queue is full or disabled, or when its expected wait (its place in line x mean latency / L)
-exceeds its queue's timeout; otherwise it is shed when the timeout passes. Shedding order thus
+queue is full or disabled, when its expected wait (its place in line x mean latency / L)
+exceeds its queue's timeout, or when the oldest request of its queue has already waited half
+that timeout (CoDel's idea: a standing queue means arrivals outpace the slots, and a newcomer
+would most likely wait in vain); otherwise it is shed when the timeout passes. Shedding order thus
 follows the capacities: background first, then normal, critical last.
 """
 
@@ -39,6 +41,8 @@ from app.services.overload.limit import AdaptiveLimit
 # wait_too_long: its expected wait exceeded its queue's timeout, so it did not wait at all;
 # queue_timeout: it waited for the whole timeout without a slot freeing up for it.
 ShedReason = Literal["at_limit", "queue_full", "wait_too_long", "queue_timeout"]
+# wait_too_long also when the queue's oldest waiter has waited this share of its timeout.
+_STANDING_QUEUE_SHARE = 0.5
 
 
 @dataclass(slots=True)
@@ -75,6 +79,8 @@ class Admission:
         self._waiting: dict[Priority, deque[asyncio.Future[Slot]]] = {
             priority: deque() for priority in PRIORITIES
         }
+        # When each waiter joined its line (the age of a line is its head's).
+        self._queued_at: dict[asyncio.Future[Slot], float] = {}
         self._in_flight_gauges = {p: OVERLOAD_IN_FLIGHT.labels(p) for p in PRIORITIES}
         self._queued_gauges = {p: OVERLOAD_QUEUED.labels(p) for p in PRIORITIES}
         self._shed_counters = {
@@ -123,6 +129,7 @@ class Admission:
         waiter: asyncio.Future[Slot] = asyncio.get_running_loop().create_future()
         line = self._waiting[priority]
         line.append(waiter)
+        self._queued_at[waiter] = self._clock()
         self._queued_gauges[priority].inc()
         try:
             async with asyncio.timeout(self._queues[priority].timeout_seconds):
@@ -159,8 +166,13 @@ class Admission:
         queue = self._queues[priority]
         if queue.size == 0 or queue.timeout_seconds == 0:
             return "at_limit"
-        if len(self._waiting[priority]) >= queue.size:
+        line = self._waiting[priority]
+        if len(line) >= queue.size:
             return "queue_full"
+        if line:
+            waited = self._clock() - self._queued_at.get(line[0], self._clock())
+            if waited > _STANDING_QUEUE_SHARE * queue.timeout_seconds:
+                return "wait_too_long"
         # Everyone at this priority or above is admitted first.
         ahead = 0
         for other in PRIORITIES:
@@ -178,6 +190,7 @@ class Admission:
             line = self._waiting[priority]
             while line and self.in_flight < self.capacity(priority):
                 waiter = line.popleft()
+                self._queued_at.pop(waiter, None)
                 self._queued_gauges[priority].dec()
                 if waiter.done():
                     continue  # cancelled or timed out; its task removes nothing more
@@ -186,6 +199,7 @@ class Admission:
     def _leave_line(
         self, line: deque[asyncio.Future[Slot]], waiter: asyncio.Future[Slot], priority: Priority
     ) -> None:
+        self._queued_at.pop(waiter, None)
         try:
             line.remove(waiter)
         except ValueError:

@@ -19,10 +19,13 @@ concurrency filter, with two changes for an API whose routes cost very different
   mean event-loop lag against its threshold, the mean database pool waiters against theirs.
 
 With gradient 1 the limit grows by sqrt(limit), probing for more; below 1 it shrinks to
-limit x gradient (at most halving). Either move is smoothed (OVERLOAD_SMOOTHING) and the result
-kept within [floor, ceiling]. A window whose peak concurrency stayed below half the limit leaves
-the limit alone: the limit constrained nothing, so that window's latency says nothing about it
-(and a process slowed by a neighbour does not shrink a limit it is not using).
+limit x gradient (at most halving). A window whose peak concurrency stayed below half the limit
+says nothing about the limit (it constrained nothing; a process slowed by a neighbour must not
+shrink a limit it is not using), so its latency is ignored and the limit drifts down towards
+twice that peak instead: after a calm spell a surge starts from about what the process really
+ran, not from a limit nobody tested (from 64, the onset of a benchmark surge let ~2 s of
+critical requests exceed 500 ms). Every move is smoothed (OVERLOAD_SMOOTHING) and the result
+kept within [floor, ceiling].
 """
 
 import math
@@ -193,12 +196,16 @@ class AdaptiveLimit:
             _gradient(lag, params.lag_threshold_seconds),
             _gradient(waiters, params.db_waiters_threshold),
         )
-        if self._peak * 2 >= self.limit:
-            limit = self.limit
+        limit = self.limit
+        if self._peak * 2 >= limit:
             # Room to probe for more when nothing is congested; else back off in proportion.
             target = limit + math.sqrt(limit) if self.gradient >= 1.0 else limit * self.gradient
-            limit += params.smoothing * (target - limit)
-            self.limit = min(float(params.max_limit), max(float(params.min_limit), limit))
+        else:
+            # Unconstrained: drift towards twice the concurrency actually run, so a surge
+            # after a calm spell is admitted from there, not from a limit never tested.
+            target = min(limit, 2.0 * self._peak)
+        limit += params.smoothing * (target - limit)
+        self.limit = min(float(params.max_limit), max(float(params.min_limit), limit))
         self._window_start = now
         self._ratios.clear()
         self._latency_sum = 0.0

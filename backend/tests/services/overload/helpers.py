@@ -58,9 +58,11 @@ def run_window(
 def learn_baseline(
     limit: AdaptiveLimit, clock: FakeClock, latency: float, route: str = "/api/jobs"
 ) -> None:
-    """Give `route` a baseline of `latency`: windows with 1 request in flight, which leave the
-    limit alone (it constrained nothing)."""
+    """Give `route` a baseline of `latency`: windows with 1 request in flight, whose latency
+    says nothing about the limit (it constrained nothing). They let the limit drift towards
+    twice that peak, so it is put back: the tests start from the initial limit."""
     before = limit.limit
     for _ in range(3):
         run_window(limit, clock, latency=latency, in_flight=1, route=route)
-    assert limit.limit == before
+    assert limit.limit <= before
+    limit.limit = before

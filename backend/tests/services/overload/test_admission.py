@@ -187,6 +187,29 @@ async def test_a_wait_longer_than_the_timeout_is_not_started() -> None:
     assert await admission.acquire("background") == "wait_too_long"
 
 
+async def test_a_standing_queue_sheds_newcomers_at_once() -> None:
+    """Once the head of a queue has waited half its timeout, arrivals outpace the slots: a
+    newcomer is shed at once instead of waiting, most likely in vain, for the whole timeout."""
+    short = PriorityQueue(size=10, timeout_seconds=1.0)
+    admission, clock = make_admission(
+        limit=2, queues={"critical": PATIENT, "normal": short, "background": short}
+    )
+    fill(admission, "normal", 2)
+    head = await queued(admission, "normal")
+    clock.advance(0.4)
+    second = await queued(admission, "normal")  # the head has waited less than 0.5 s
+    clock.advance(0.2)
+    assert await admission.acquire("normal") == "wait_too_long"
+    assert admission.queued("normal") == 2
+    # The critical queue is another line: once critical's headroom is full, it still waits.
+    fill(admission, "critical", 1)
+    critical = await queued(admission, "critical")
+    for task in (head, second, critical):
+        task.cancel()
+    await asyncio.gather(head, second, critical, return_exceptions=True)
+    assert admission.queued("normal") == admission.queued("critical") == 0
+
+
 async def test_a_queued_request_is_shed_when_its_timeout_passes() -> None:
     quick = PriorityQueue(size=10, timeout_seconds=0.01)
     admission, _ = make_admission(
