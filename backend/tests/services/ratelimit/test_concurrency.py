@@ -3,6 +3,8 @@
 import asyncio
 import itertools
 import logging
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,21 @@ def lease_settings(tmp_path: Path, redis_url: str | None, **overrides: Any) -> S
     return patient_redis_settings(tmp_path, redis_url, **values)
 
 
+@pytest.fixture
+def store(redis_url: str) -> Iterator[redis.Redis]:
+    """A plain client of the tests' Redis, to look at the leases the limiter wrote."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@asynccontextmanager
+async def started_limiter(settings: Settings) -> AsyncIterator[ConcurrencyLimiter]:
+    """A ConcurrencyLimiter on a started RedisService, closed on exit."""
+    async with started_redis_service(settings, "lease-test") as service:
+        yield ConcurrencyLimiter(settings, service)
+
+
 def server_ms(store: redis.Redis) -> int:
     seconds, microseconds = store.time()
     return seconds * 1000 + microseconds // 1000
@@ -52,11 +69,9 @@ async def released(store: redis.Redis, key: str, held: int) -> None:
 
 
 async def test_admits_up_to_the_limit_and_a_release_frees_a_slot(
-    redis_url: str, tmp_path: Path
+    redis_url: str, tmp_path: Path, store: redis.Redis
 ) -> None:
-    store = redis.Redis.from_url(redis_url)
-    async with started_redis_service(lease_settings(tmp_path, redis_url), "lease-test") as service:
-        limiter = ConcurrencyLimiter(lease_settings(tmp_path, redis_url), service)
+    async with started_limiter(lease_settings(tmp_path, redis_url)) as limiter:
         held = await leases(limiter, "u:1", 3, 5)
         assert len(held) == 3
         assert all(lease.source == "redis" for lease in held)
@@ -73,16 +88,13 @@ async def test_admits_up_to_the_limit_and_a_release_frees_a_slot(
         for lease in held[1:]:
             limiter.release(lease)
         await released(store, "cl:{u:1}", 1)
-    store.close()
 
 
 async def test_expiry_is_server_time_plus_the_ttl_and_the_key_expires_with_its_newest_lease(
-    redis_url: str, tmp_path: Path
+    redis_url: str, tmp_path: Path, store: redis.Redis
 ) -> None:
-    store = redis.Redis.from_url(redis_url)
     settings = lease_settings(tmp_path, redis_url)
-    async with started_redis_service(settings, "lease-test") as service:
-        limiter = ConcurrencyLimiter(settings, service)
+    async with started_limiter(settings) as limiter:
         before = server_ms(store)
         [lease] = await leases(limiter, "u:2", 5, 1)
         after = server_ms(store)
@@ -97,16 +109,13 @@ async def test_expiry_is_server_time_plus_the_ttl_and_the_key_expires_with_its_n
         store.zadd("cl:{u:2}", {"other-process:1": longer})
         await leases(limiter, "u:2", 5, 1)
         assert store.pexpiretime("cl:{u:2}") == longer
-    store.close()
 
 
 async def test_the_script_removes_expired_leases_before_counting(
-    redis_url: str, tmp_path: Path
+    redis_url: str, tmp_path: Path, store: redis.Redis
 ) -> None:
-    store = redis.Redis.from_url(redis_url)
     settings = lease_settings(tmp_path, redis_url)
-    async with started_redis_service(settings, "lease-test") as service:
-        limiter = ConcurrencyLimiter(settings, service)
+    async with started_limiter(settings) as limiter:
         now = server_ms(store)
         # Two lost releases (expired) and one live lease from other processes fill the limit.
         store.zadd("cl:{u:3}", {"lost:1": now - 5000, "lost:2": now - 1, "live:1": now + 60_000})
@@ -117,16 +126,13 @@ async def test_the_script_removes_expired_leases_before_counting(
         # Only the live ones count: one more fits, then the limit holds.
         assert (await limiter.acquire("u:3", 3)).lease is not None
         assert (await limiter.acquire("u:3", 3)).lease is None
-    store.close()
 
 
 async def test_refusals_change_nothing_and_an_identity_without_leases_leaves_no_key(
-    redis_url: str, tmp_path: Path
+    redis_url: str, tmp_path: Path, store: redis.Redis
 ) -> None:
-    store = redis.Redis.from_url(redis_url)
     settings = lease_settings(tmp_path, redis_url)
-    async with started_redis_service(settings, "lease-test") as service:
-        limiter = ConcurrencyLimiter(settings, service)
+    async with started_limiter(settings) as limiter:
         [lease] = await leases(limiter, "u:4", 1, 1)
         expiry = store.pexpiretime("cl:{u:4}")
         assert (await limiter.acquire("u:4", 1)).lease is None
@@ -135,13 +141,11 @@ async def test_refusals_change_nothing_and_an_identity_without_leases_leaves_no_
         limiter.release(lease)
         await released(store, "cl:{u:4}", 0)
         assert store.exists("cl:{u:4}") == 0
-    store.close()
 
 
-async def test_the_scripts_alone_decide_in_order_and_release(redis_url: str) -> None:
+async def test_the_scripts_alone_decide_in_order_and_release(store: redis.Redis) -> None:
     """The scripts as Redis runs them, from any client: one call decides several acquisitions in
     order (an identity may repeat), and one call ends several leases."""
-    store = redis.Redis.from_url(redis_url)
     store.zadd("cl:{x}", {"expired": 1})
     keys = ["cl:{x}", "cl:{y}", "cl:{x}", "cl:{x}"]
     args: list[int | str] = [30_000, 2, "x1", 5, "y1", 2, "x2", 2, "x3"]
@@ -152,16 +156,13 @@ async def test_the_scripts_alone_decide_in_order_and_release(redis_url: str) -> 
     assert released == 2
     assert store.zrange("cl:{x}", 0, -1) == [b"x2"]
     assert store.exists("cl:{y}") == 0
-    store.close()
 
 
 async def test_acquisitions_of_one_loop_turn_share_one_script_call(
-    redis_url: str, tmp_path: Path
+    redis_url: str, tmp_path: Path, store: redis.Redis
 ) -> None:
-    store = redis.Redis.from_url(redis_url)
     settings = lease_settings(tmp_path, redis_url)
-    async with started_redis_service(settings, "lease-test") as service:
-        limiter = ConcurrencyLimiter(settings, service)
+    async with started_limiter(settings) as limiter:
         await limiter.acquire("u:warm-up", 1)  # loads the script
         store.config_resetstat()
         admissions = await asyncio.gather(
@@ -170,7 +171,6 @@ async def test_acquisitions_of_one_loop_turn_share_one_script_call(
         stats = store.info("commandstats")
     assert sum(admission.lease is not None for admission in admissions) == 30
     assert stats["cmdstat_evalsha"]["calls"] == 1
-    store.close()
 
 
 async def test_two_limiters_on_one_redis_share_the_limit_exactly(
@@ -187,13 +187,13 @@ async def test_two_limiters_on_one_redis_share_the_limit_exactly(
     assert {admission.source for admission in admissions} == {"redis"}
 
 
-async def test_a_cancelled_acquire_leaves_no_lease(redis_url: str, tmp_path: Path) -> None:
+async def test_a_cancelled_acquire_leaves_no_lease(
+    redis_url: str, tmp_path: Path, store: redis.Redis
+) -> None:
     """Cancelled at every point of its round trip, an acquisition never leaves a lease behind
     (one whose script ran is released by the limiter)."""
-    store = redis.Redis.from_url(redis_url)
     settings = lease_settings(tmp_path, redis_url)
-    async with started_redis_service(settings, "lease-test") as service:
-        limiter = ConcurrencyLimiter(settings, service)
+    async with started_limiter(settings) as limiter:
         for steps in range(20):
             task = asyncio.create_task(limiter.acquire("u:6", 100))
             for _ in range(steps):
@@ -210,13 +210,11 @@ async def test_a_cancelled_acquire_leaves_no_lease(redis_url: str, tmp_path: Pat
             return store.exists("cl:{u:6}") == 0
 
         await wait_until(no_leases, within=1, what="the cancelled acquisitions' leases to go")
-    store.close()
 
 
 async def test_without_redis_url_the_limit_is_in_process_and_full(tmp_path: Path) -> None:
     settings = lease_settings(tmp_path, None, rate_limit_expected_processes=4)
-    async with started_redis_service(settings, "lease-test") as service:
-        limiter = ConcurrencyLimiter(settings, service)
+    async with started_limiter(settings) as limiter:
         held = await leases(limiter, "u:7", 4, 6)
         assert [lease.source for lease in held] == ["local"] * 4
         assert (await limiter.acquire("u:7", 4)) == Admission(None, "local")
@@ -232,8 +230,7 @@ async def test_outage_falls_back_to_a_share_and_recovers(
     settings = lease_settings(tmp_path, server.url, rate_limit_expected_processes=3)
     try:
         with caplog.at_level(logging.WARNING, logger=LIMITER_LOGGER):
-            async with started_redis_service(settings, "lease-test") as service:
-                limiter = ConcurrencyLimiter(settings, service)
+            async with started_limiter(settings) as limiter:
                 in_redis = await leases(limiter, "u:8", 10, 1)
                 server.stop()
                 # This process's share: 10 / 3 processes, rounded up.
