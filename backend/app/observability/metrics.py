@@ -83,6 +83,11 @@ OVERLOAD_SHED = Counter(
     "Requests shed with 503 overloaded, by priority and reason.",
     ["priority", "reason"],
 )
+OVERLOAD_OVERDUE = Counter(
+    "hiringpro_overload_overdue_total",
+    "Queued requests that waited their queue's whole timeout and then ran outside the limit.",
+    ["priority"],
+)
 EVENT_LOOP_LAG = Gauge(
     "hiringpro_event_loop_lag_seconds",
     "Event-loop scheduling delay last measured by the load monitor (worst live process).",

@@ -9,13 +9,19 @@ Each priority may fill the process up to its own capacity, from the limit L:
   being admitted while everyone else waits or is shed, and only when even that headroom is full
   (the process would otherwise fail them all) do they queue.
 
-A request over its capacity waits in its priority's queue, FIFO; a freed slot goes to the most
-important waiter that fits. It is shed at once (503 within the same event-loop turn) when its
-queue is full or disabled, when its expected wait (its place in line x mean latency / L)
-exceeds its queue's timeout, or when the oldest request of its queue has already waited half
-that timeout (CoDel's idea: a standing queue means arrivals outpace the slots, and a newcomer
-would most likely wait in vain); otherwise it is shed when the timeout passes. Shedding order thus
-follows the capacities: background first, then normal, critical last.
+A request over its capacity either is shed at once (503 within the same event-loop turn) or
+waits in its priority's queue, FIFO, for a freed slot, which goes to the most important waiter
+that fits. It is shed at once when its queue is full or disabled, when no request has finished
+for a whole timeout, or when its expected wait exceeds half its queue's timeout: judged from how
+many requests of its priority were admitted during the last timeout (a line holds at most half
+as many; more important requests overtaking it show in that count), or, for the first in line,
+from the limit (place among all waiters ahead x mean latency / L). Shedding order thus follows
+the capacities: background first, then normal, critical last.
+
+Joining a queue is a promise: a waiter whose timeout passes runs anyway (``overdue``), so no
+request is ever shed after waiting. An overdue request runs outside the limit, counted against
+nobody's capacity, so it never delays a test-taker; the joining rules keep them few, and a
+stuck process (nothing finishing) queues no newcomers at all.
 """
 
 import asyncio
@@ -30,6 +36,7 @@ from app.config.priorities import PRIORITIES, Priority, PriorityQueue
 from app.observability.metrics import (
     OVERLOAD_IN_FLIGHT,
     OVERLOAD_LIMIT,
+    OVERLOAD_OVERDUE,
     OVERLOAD_QUEUED,
     OVERLOAD_SHED,
 )
@@ -38,11 +45,12 @@ from app.services.overload.limit import AdaptiveLimit
 # Why a request was shed (the `reason` label of hiringpro_overload_shed_total):
 # at_limit: over its capacity, and its priority has no queue;
 # queue_full: its queue held OVERLOAD_QUEUES' size already;
-# wait_too_long: its expected wait exceeded its queue's timeout, so it did not wait at all;
-# queue_timeout: it waited for the whole timeout without a slot freeing up for it.
-ShedReason = Literal["at_limit", "queue_full", "wait_too_long", "queue_timeout"]
-# wait_too_long also when the queue's oldest waiter has waited this share of its timeout.
-_STANDING_QUEUE_SHARE = 0.5
+# wait_too_long: its expected wait exceeded half its queue's timeout, or nothing finished for a
+# whole timeout, so it did not wait at all.
+ShedReason = Literal["at_limit", "queue_full", "wait_too_long"]
+# A newcomer joins a line only if it expects to be admitted within this share of the timeout;
+# the rest of the timeout absorbs a slowdown after it joined.
+_EXPECTED_WAIT_SHARE = 0.5
 
 
 @dataclass(slots=True)
@@ -53,6 +61,8 @@ class Slot:
     started: float
     # Requests running when it was admitted, itself included.
     in_flight: int
+    # False for an overdue request, which runs outside the limit.
+    counted: bool = True
 
 
 class Admission:
@@ -79,14 +89,16 @@ class Admission:
         self._waiting: dict[Priority, deque[asyncio.Future[Slot]]] = {
             priority: deque() for priority in PRIORITIES
         }
-        # When each waiter joined its line (the age of a line is its head's).
-        self._queued_at: dict[asyncio.Future[Slot], float] = {}
+        # When requests of each priority were admitted, over its queue's last timeout.
+        self._admitted_at: dict[Priority, deque[float]] = {p: deque() for p in PRIORITIES}
+        self._last_release = clock()
         self._in_flight_gauges = {p: OVERLOAD_IN_FLIGHT.labels(p) for p in PRIORITIES}
         self._queued_gauges = {p: OVERLOAD_QUEUED.labels(p) for p in PRIORITIES}
+        self._overdue_counters = {p: OVERLOAD_OVERDUE.labels(p) for p in PRIORITIES}
         self._shed_counters = {
             (p, reason): OVERLOAD_SHED.labels(p, reason)
             for p in PRIORITIES
-            for reason in ("at_limit", "queue_full", "wait_too_long", "queue_timeout")
+            for reason in ("at_limit", "queue_full", "wait_too_long")
         }
         OVERLOAD_LIMIT.set(int(limit.limit))
 
@@ -117,8 +129,8 @@ class Admission:
     async def acquire(self, priority: Priority) -> Slot | ShedReason:
         """A slot, possibly after a bounded wait; or why the request is shed.
 
-        Shed at once when waiting is pointless (see the module docstring), so a shed answer
-        never waits for a timeout it could not beat.
+        Shed at once when waiting is pointless (see the module docstring); a request that
+        waited always runs, outside the limit if its timeout passed.
         """
         slot = self.try_acquire(priority)
         if slot is not None:
@@ -129,7 +141,6 @@ class Admission:
         waiter: asyncio.Future[Slot] = asyncio.get_running_loop().create_future()
         line = self._waiting[priority]
         line.append(waiter)
-        self._queued_at[waiter] = self._clock()
         self._queued_gauges[priority].inc()
         try:
             async with asyncio.timeout(self._queues[priority].timeout_seconds):
@@ -138,7 +149,9 @@ class Admission:
             if _admitted(waiter):
                 return waiter.result()  # a slot came as the timeout fired
             self._leave_line(line, waiter, priority)
-            return self._shed(priority, "queue_timeout")
+            self._overdue_counters[priority].inc()
+            self._in_flight_gauges[priority].inc()
+            return Slot(priority, self._clock(), self.in_flight + 1, counted=False)
         except asyncio.CancelledError:
             if _admitted(waiter):
                 # The slot was handed over as the request was cancelled: give it back.
@@ -149,8 +162,10 @@ class Admission:
 
     def release(self, slot: Slot, route: str | None) -> None:
         """Give back `slot`; with `route` (the request finished), its latency is a sample."""
-        self.in_flight -= 1
+        if slot.counted:
+            self.in_flight -= 1
         self._in_flight_gauges[slot.priority].dec()
+        self._last_release = self._clock()
         if route is not None:
             latency = self._clock() - slot.started
             if self._limit.sample(route, latency, slot.in_flight):
@@ -160,7 +175,18 @@ class Admission:
     def _take(self, priority: Priority) -> Slot:
         self.in_flight += 1
         self._in_flight_gauges[priority].inc()
-        return Slot(priority, self._clock(), self.in_flight)
+        now = self._clock()
+        self._admitted_at[priority].append(now)
+        self._admitted_within(priority, now)
+        return Slot(priority, now, self.in_flight)
+
+    def _admitted_within(self, priority: Priority, now: float) -> int:
+        """Requests of `priority` admitted during its queue's last timeout (older ones go)."""
+        admitted = self._admitted_at[priority]
+        horizon = now - self._queues[priority].timeout_seconds
+        while admitted and admitted[0] < horizon:
+            admitted.popleft()
+        return len(admitted)
 
     def _refuse_at_once(self, priority: Priority) -> ShedReason | None:
         queue = self._queues[priority]
@@ -169,17 +195,23 @@ class Admission:
         line = self._waiting[priority]
         if len(line) >= queue.size:
             return "queue_full"
+        now = self._clock()
+        timeout = queue.timeout_seconds
+        if now - self._last_release > timeout:
+            return "wait_too_long"  # nothing finishes: no slot would free up in time
         if line:
-            waited = self._clock() - self._queued_at.get(line[0], self._clock())
-            if waited > _STANDING_QUEUE_SHARE * queue.timeout_seconds:
+            # At the rate this priority got slots (len(admitted) per timeout), the newcomer
+            # would be admitted within _EXPECTED_WAIT_SHARE x timeout.
+            if len(line) + 1 > _EXPECTED_WAIT_SHARE * self._admitted_within(priority, now):
                 return "wait_too_long"
-        # Everyone at this priority or above is admitted first.
+            return None
+        # First in line: everyone waiting at a more important priority is admitted first.
         ahead = 0
         for other in PRIORITIES:
             ahead += len(self._waiting[other])
             if other == priority:
                 break
-        if self._limit.expected_wait(ahead + 1) > queue.timeout_seconds:
+        if self._limit.expected_wait(ahead + 1) > _EXPECTED_WAIT_SHARE * timeout:
             return "wait_too_long"
         return None
 
@@ -190,7 +222,6 @@ class Admission:
             line = self._waiting[priority]
             while line and self.in_flight < self.capacity(priority):
                 waiter = line.popleft()
-                self._queued_at.pop(waiter, None)
                 self._queued_gauges[priority].dec()
                 if waiter.done():
                     continue  # cancelled or timed out; its task removes nothing more
@@ -199,7 +230,6 @@ class Admission:
     def _leave_line(
         self, line: deque[asyncio.Future[Slot]], waiter: asyncio.Future[Slot], priority: Priority
     ) -> None:
-        self._queued_at.pop(waiter, None)
         try:
             line.remove(waiter)
         except ValueError:

@@ -166,8 +166,9 @@ async def test_no_queue_sheds_at_once() -> None:
 
 
 async def test_a_wait_longer_than_the_timeout_is_not_started() -> None:
-    """With a slot freeing every mean latency / limit seconds, the 3rd in line of a process at
-    limit 2 whose requests take 1 s waits about 1.5 s: past a 1 s timeout, so shed at once."""
+    """With a slot freeing every mean latency / limit seconds, the first in line of a process at
+    limit 2 whose requests take 1 s waits about 0.5 s: within half its 1 s timeout, so it waits;
+    with one more waiter ahead, 1 s is past half the timeout, so shed at once."""
     short = PriorityQueue(size=10, timeout_seconds=1.0)
     admission, clock = make_admission(
         limit=2, max_limit=2, queues={"critical": PATIENT, "normal": short, "background": short}
@@ -180,45 +181,71 @@ async def test_a_wait_longer_than_the_timeout_is_not_started() -> None:
         admission.release(slot, "/x")
     assert admission.limit.mean_latency == pytest.approx(1.0)
     fill(admission, "normal", 2)
-    await queued(admission, "normal")  # 1st in line: 0.5 s
-    await queued(admission, "normal")  # 2nd: 1.0 s
-    assert await admission.acquire("normal") == "wait_too_long"
-    # Waiters of a more important priority are ahead too.
+    first = await queued(admission, "normal")  # 1st in line: 0.5 s
+    # Waiters of a more important priority are ahead too: 1.0 s for background's first.
     assert await admission.acquire("background") == "wait_too_long"
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
 
 
-async def test_a_standing_queue_sheds_newcomers_at_once() -> None:
-    """Once the head of a queue has waited half its timeout, arrivals outpace the slots: a
-    newcomer is shed at once instead of waiting, most likely in vain, for the whole timeout."""
+async def test_a_line_holds_half_of_what_its_priority_got_in_a_timeout() -> None:
+    """Behind the first in line, a newcomer is judged by how fast its priority got slots: with 6
+    normal requests admitted during the last second, a normal line holds 3 (each expects a slot
+    within half the 1 s timeout); with none admitted during the last second, only one waits."""
+    short = PriorityQueue(size=10, timeout_seconds=1.0)
+    admission, clock = make_admission(
+        limit=6, queues={"critical": PATIENT, "normal": short, "background": short}
+    )
+    fill(admission, "normal", 6)
+    waiting = [await queued(admission, "normal") for _ in range(3)]
+    assert await admission.acquire("normal") == "wait_too_long"
+    # A second later those admissions are history: only the first in line may wait.
+    clock.advance(1.1)
+    admission.release(fill(admission, "critical", 1)[0], None)  # something still finishes
+    assert await admission.acquire("normal") == "wait_too_long"
+    for task in waiting:
+        task.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)
+    assert admission.queued("normal") == 0
+
+
+async def test_a_waiter_whose_timeout_passes_runs_outside_the_limit() -> None:
+    """Joining a queue is a promise: a request that waited is never shed for it, and running
+    late it takes nobody's slot (a test-taker arriving next is admitted at once)."""
+    quick = PriorityQueue(size=10, timeout_seconds=0.01)
+    admission, _ = make_admission(
+        limit=2, queues={"critical": PATIENT, "normal": quick, "background": quick}
+    )
+    fill(admission, "normal", 2)
+    before = sample_value("hiringpro_overload_overdue_total", priority="normal")
+    running = sample_value("hiringpro_overload_in_flight", priority="normal")
+    overdue = await admission.acquire("normal")
+    assert isinstance(overdue, Slot)
+    assert admission.queued("normal") == 0
+    assert sample_value("hiringpro_overload_overdue_total", priority="normal") == before + 1
+    assert sample_value("hiringpro_overload_in_flight", priority="normal") == running + 1
+    assert admission.in_flight == 2
+    assert admission.try_acquire("critical") is not None
+    admission.release(overdue, "/x")
+    assert admission.in_flight == 3
+    assert sample_value("hiringpro_overload_in_flight", priority="normal") == running
+
+
+async def test_no_request_finishing_for_a_timeout_sheds_newcomers_at_once() -> None:
+    """Nothing has finished for longer than the queue's timeout: no slot would free up in time
+    (a stuck dependency), so newcomers are not queued behind it."""
     short = PriorityQueue(size=10, timeout_seconds=1.0)
     admission, clock = make_admission(
         limit=2, queues={"critical": PATIENT, "normal": short, "background": short}
     )
-    fill(admission, "normal", 2)
-    head = await queued(admission, "normal")
-    clock.advance(0.4)
-    second = await queued(admission, "normal")  # the head has waited less than 0.5 s
-    clock.advance(0.2)
+    slots = fill(admission, "normal", 2)
+    clock.advance(1.5)
     assert await admission.acquire("normal") == "wait_too_long"
-    assert admission.queued("normal") == 2
-    # The critical queue is another line: once critical's headroom is full, it still waits.
-    fill(admission, "critical", 1)
-    critical = await queued(admission, "critical")
-    for task in (head, second, critical):
-        task.cancel()
-    await asyncio.gather(head, second, critical, return_exceptions=True)
-    assert admission.queued("normal") == admission.queued("critical") == 0
-
-
-async def test_a_queued_request_is_shed_when_its_timeout_passes() -> None:
-    quick = PriorityQueue(size=10, timeout_seconds=0.01)
-    admission, _ = make_admission(
-        limit=1, queues={"critical": PATIENT, "normal": quick, "background": quick}
-    )
+    admission.release(slots[0], "/x")
     fill(admission, "normal", 1)
-    assert await admission.acquire("normal") == "queue_timeout"
-    assert admission.queued("normal") == 0
-    assert admission.in_flight == 1
+    waiting = await queued(admission, "normal")  # a request just finished: worth a wait
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
 
 
 async def test_a_cancelled_waiter_leaves_the_queue() -> None:
