@@ -1,5 +1,9 @@
 """Typed request dependencies: the one way routes and middleware reach settings and the
-process's resources, plus the caller's identity and role checks."""
+process's resources, plus the caller's identity and role checks.
+
+Every dependency is ``async def``, even one that only reads app state: FastAPI runs a plain
+``def`` dependency in the thread pool, a thread hop on every request that uses it.
+"""
 
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
@@ -16,7 +20,7 @@ from app.errors import Forbidden, NotAuthenticated
 from app.middleware.shutdown import DrainState
 from app.observability.context import set_user_id
 from app.resources import Resources
-from app.security import InvalidToken, TokenClaims, decode_access_token
+from app.security import InvalidToken, TokenClaims, VerifiedTokens
 from app.services.ai import AIService
 from app.services.cache import Cache
 from app.services.circuit_breaker import BreakerRegistry
@@ -38,37 +42,42 @@ def drain_of(app: Any) -> DrainState | None:
     return drain if isinstance(drain, DrainState) else None
 
 
-def get_app_settings(request: Request) -> Settings:
-    """The settings the app was created with."""
-    settings: Settings = request.app.state.settings
+def settings_of(app: Any) -> Settings:
+    """The settings an app was created with."""
+    settings: Settings = app.state.settings
     return settings
 
 
-def get_database(request: Request) -> Database:
+async def get_app_settings(request: Request) -> Settings:
+    """The settings the app was created with."""
+    return settings_of(request.app)
+
+
+async def get_database(request: Request) -> Database:
     return resources_of(request.app).database
 
 
-def get_cache(request: Request) -> Cache:
+async def get_cache(request: Request) -> Cache:
     return resources_of(request.app).cache
 
 
-def get_storage(request: Request) -> Storage:
+async def get_storage(request: Request) -> Storage:
     return resources_of(request.app).storage
 
 
-def get_job_queue(request: Request) -> JobQueue:
+async def get_job_queue(request: Request) -> JobQueue:
     return resources_of(request.app).jobs
 
 
-def get_ai(request: Request) -> AIService:
+async def get_ai(request: Request) -> AIService:
     return resources_of(request.app).ai
 
 
-def get_breakers(request: Request) -> BreakerRegistry:
+async def get_breakers(request: Request) -> BreakerRegistry:
     return resources_of(request.app).breakers
 
 
-def get_passwords(request: Request) -> PasswordService:
+async def get_passwords(request: Request) -> PasswordService:
     return resources_of(request.app).passwords
 
 
@@ -77,7 +86,7 @@ def token_versions_of(app: Any) -> TokenVersions:
     return resources_of(app).token_versions
 
 
-def get_token_versions(request: Request) -> TokenVersions:
+async def get_token_versions(request: Request) -> TokenVersions:
     return token_versions_of(request.app)
 
 
@@ -91,7 +100,7 @@ def session_for(area: Area) -> Callable[[Request], AsyncIterator[AsyncSession]]:
     """
 
     async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-        database = get_database(request)
+        database = resources_of(request.app).database
         async with database.session(area) as session:
             yield session
             await database.commit(session)
@@ -102,7 +111,7 @@ def session_for(area: Area) -> Callable[[Request], AsyncIterator[AsyncSession]]:
 async def get_report_connection(request: Request) -> AsyncIterator[AsyncConnection]:
     """A read-only connection for admin reports and lists: the admin area's share of the pool
     and the longer DB_ADMIN_STATEMENT_TIMEOUT_MS."""
-    async with get_database(request).report_connection() as connection:
+    async with resources_of(request.app).database.report_connection() as connection:
         yield connection
 
 
@@ -124,13 +133,13 @@ AdminSessionDep = Annotated[AsyncSession, Depends(session_for("admin"), scope="f
 ReportConnDep = Annotated[AsyncConnection, Depends(get_report_connection, scope="function")]
 
 
-def verify_bearer(settings: Settings, credentials: HTTPAuthorizationCredentials) -> TokenClaims:
+def verify_bearer(tokens: VerifiedTokens, credentials: HTTPAuthorizationCredentials) -> TokenClaims:
     """The claims of a bearer token; 401 `invalid_token` if it is forged, expired or malformed.
 
     Signature and claims only: routes use get_current_user, which also checks the account.
     """
     try:
-        return decode_access_token(settings, credentials.credentials)
+        return tokens.claims(credentials.credentials)
     except InvalidToken:
         raise NotAuthenticated(
             "The access token is invalid or expired.", code="invalid_token"
@@ -139,7 +148,6 @@ def verify_bearer(settings: Settings, credentials: HTTPAuthorizationCredentials)
 
 async def get_current_user(
     request: Request,
-    settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> TokenClaims:
     """The verified identity of the caller: the one place a bearer token is accepted.
@@ -151,8 +159,9 @@ async def get_current_user(
     """
     if credentials is None:
         raise NotAuthenticated()
-    claims = verify_bearer(settings, credentials)
-    account = await token_versions_of(request.app).state(claims.user_id, newer_than=claims.version)
+    resources = resources_of(request.app)
+    claims = verify_bearer(resources.access_tokens, credentials)
+    account = await resources.token_versions.state(claims.user_id, newer_than=claims.version)
     if (
         account is None
         or not account.active
@@ -167,7 +176,6 @@ async def get_current_user(
 CurrentUser = Annotated[TokenClaims, Depends(get_current_user)]
 
 
-# Async (as every dependency on the hot path): a sync one runs in the thread pool.
 async def require_candidate(user: CurrentUser) -> TokenClaims:
     """Only candidates (403 for admins)."""
     if user.role != "candidate":

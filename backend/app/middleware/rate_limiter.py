@@ -153,7 +153,7 @@ class RequestAuthLimits:
         return await self._limits.reset_email_allowed(recipient)
 
 
-def get_auth_limits(request: Request) -> RequestAuthLimits:
+async def get_auth_limits(request: Request) -> RequestAuthLimits:
     """The request's auth limits: one AuthLimits per app and RedisService (a new one per
     lifespan), and the client address read exactly as the limiter reads it."""
     settings: Settings = request.app.state.settings

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.datastructures import Headers
 from starlette.responses import Response
 
-from app.deps import get_app_settings, resources_of
+from app.deps import resources_of, settings_of
 from app.error_handlers import error_response
 from app.errors import BadRequest, Forbidden
 from app.middleware.client_ip import is_local_request
@@ -27,9 +27,9 @@ MSGID_HEADER = "x-aws-sqsd-msgid"
 RETRY_AFTER = {"Retry-After": "60"}
 
 
-def require_local_daemon(request: Request) -> None:
+async def require_local_daemon(request: Request) -> None:
     """403 unless the request comes from this host (WORKER_ALLOW_REMOTE lifts the check)."""
-    if get_app_settings(request).worker_allow_remote:
+    if settings_of(request.app).worker_allow_remote:
         return
     if not is_local_request(request.scope):
         raise Forbidden("Worker routes accept requests from the local SQS daemon only.")
