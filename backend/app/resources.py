@@ -14,6 +14,7 @@ from app.database import Database
 from app.domain.auth import PasswordService
 from app.domain.token_versions import TokenVersions
 from app.observability.metrics import instrument_engine
+from app.security import VerifiedTokens
 from app.services.ai import AIService, create_ai
 from app.services.cache import Cache
 from app.services.circuit_breaker import BreakerRegistry, create_breakers
@@ -45,6 +46,8 @@ class Resources:
     # The account states bearer tokens are checked against (built on the database and Redis
     # above; it holds no connection of its own, so nothing to close).
     token_versions: TokenVersions
+    # Signatures of access tokens, verified once per token and process.
+    access_tokens: VerifiedTokens
     started_at: float
 
     def worker_context(self) -> WorkerContext:
@@ -99,6 +102,7 @@ async def open_resources(settings: Settings, *, role: str) -> Resources:
         jobs=jobs,
         passwords=PasswordService.for_settings(settings),
         token_versions=TokenVersions(settings, database, redis),
+        access_tokens=VerifiedTokens(settings.jwt_signing_key),
         started_at=time.monotonic(),
     )
     return resources

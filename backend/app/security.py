@@ -2,6 +2,8 @@
 
 import hashlib
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -105,6 +107,35 @@ def decode_access_token_with_key(key: str, token: str, leeway_seconds: int = 0) 
         expires_at=datetime.fromtimestamp(claims["exp"], UTC),
         version=version,
     )
+
+
+class VerifiedTokens:
+    """Access tokens verified once per process: a token's claims are kept until it expires, so
+    a request carrying a token seen before costs a dict lookup instead of an HMAC and a JSON
+    parse. Only the signature and claims are cached; whether the account still backs the token
+    is checked per request (app.domain.token_versions)."""
+
+    _MAX_ENTRIES = 10_000
+
+    def __init__(self, signing_key: Callable[[], str], leeway_seconds: int = 0) -> None:
+        self._signing_key = signing_key
+        self._leeway = leeway_seconds
+        self._key: str | None = None
+        self._claims: dict[str, tuple[TokenClaims, float]] = {}
+
+    def claims(self, token: str) -> TokenClaims:
+        """The claims of a valid token (expired for at most the leeway); InvalidToken else."""
+        cached = self._claims.get(token)
+        if cached is not None and cached[1] > time.time():
+            return cached[0]
+        if self._key is None:
+            # Read on first use: in development without JWT_SECRET it is a file in data_dir.
+            self._key = self._signing_key()
+        claims = decode_access_token_with_key(self._key, token, self._leeway)
+        if len(self._claims) >= self._MAX_ENTRIES:
+            self._claims.clear()
+        self._claims[token] = (claims, claims.expires_at.timestamp() + self._leeway)
+        return claims
 
 
 def parse_user_id(sub: object) -> int:

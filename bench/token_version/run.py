@@ -39,12 +39,11 @@ from app.deps import (
     _bearer,
     get_current_user,
     token_versions_of,
-    verify_bearer,
 )
 from app.main import create_app
 from app.models import User
 from app.observability.context import set_user_id
-from app.security import TokenClaims, create_access_token
+from app.security import TokenClaims, create_access_token, decode_access_token
 
 DATABASE_URL = os.environ["BENCH_DATABASE_URL"]
 REDIS_URL = os.environ["BENCH_REDIS_URL"]
@@ -77,13 +76,13 @@ def old_get_current_user(
     """The dependency as it was before token versions (sync: FastAPI ran it in a thread)."""
     if credentials is None:
         raise AssertionError("the bench always sends a token")
-    claims = verify_bearer(settings, credentials)
+    claims = decode_access_token(settings, credentials.credentials)
     set_user_id(claims.user_id)
     return claims
 
 
 async def decode_only(settings: Settings, credentials: HTTPAuthorizationCredentials) -> None:
-    claims = verify_bearer(settings, credentials)
+    claims = decode_access_token(settings, credentials.credentials)
     set_user_id(claims.user_id)
 
 

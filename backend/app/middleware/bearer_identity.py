@@ -6,13 +6,11 @@ kept until the token expires, and a request costs one dict lookup instead of an 
 parse.
 """
 
-import time
 from collections.abc import Iterable
 
 from app.config import Settings
-from app.security import InvalidToken, decode_access_token_with_key
+from app.security import InvalidToken, VerifiedTokens
 
-_CACHE_MAX = 10_000
 _BEARER = b"bearer "
 
 
@@ -32,30 +30,16 @@ class BearerIdentities:
     shedder's "was taking a test" check); zero for anything that keys a limit."""
 
     def __init__(self, settings: Settings, expired_leeway_seconds: int = 0) -> None:
-        self._settings = settings
-        self._leeway = expired_leeway_seconds
-        self._key: str | None = None
-        self._tokens: dict[bytes, tuple[int, float]] = {}
+        self._tokens = VerifiedTokens(settings.jwt_signing_key, expired_leeway_seconds)
 
     def user_id_of(self, authorization: bytes) -> int | None:
         """The user id of a valid Bearer token; None for anything else."""
         if authorization[:7].lower() != _BEARER:
             return None
-        token = authorization[7:].strip()
-        cached = self._tokens.get(token)
-        if cached is not None and cached[1] > time.time():
-            return cached[0]
-        if self._key is None:
-            # Read on first use: in development without JWT_SECRET it is a file in data_dir.
-            self._key = self._settings.jwt_signing_key()
         try:
-            claims = decode_access_token_with_key(self._key, token.decode("latin-1"), self._leeway)
+            return self._tokens.claims(authorization[7:].strip().decode("latin-1")).user_id
         except InvalidToken:
             return None
-        if len(self._tokens) >= _CACHE_MAX:
-            self._tokens.clear()
-        self._tokens[token] = (claims.user_id, claims.expires_at.timestamp() + self._leeway)
-        return claims.user_id
 
     def user_of(self, authorization: bytes) -> str | None:
         """The identity ("u:<user id>") of a valid Bearer token's user; None for anything else."""

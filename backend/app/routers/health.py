@@ -184,7 +184,7 @@ async def require_ops_access(
     """Operators only: a client inside OPS_ALLOWED_NETWORKS, or an admin's bearer token."""
     if credentials is not None:
         # The account behind the token is checked too: a demoted admin loses access.
-        if (await get_current_user(request, settings, credentials)).role == "admin":
+        if (await get_current_user(request, credentials)).role == "admin":
             return
         raise Forbidden("Administrator access is required.")
     # Read through our own proxies exactly as the rate limiter reads it (hops or trusted CIDRs).
