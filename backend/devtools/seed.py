@@ -180,7 +180,8 @@ async def seed(
                 )
                 added["admins"] = len(missing_admins)
             wanted = [f"loadtest_{i}@test.com" for i in range(1, candidates + 1)]
-            missing = [email for email in wanted if email not in await _emails(session, wanted)]
+            existing = await _emails(session, wanted)
+            missing = [email for email in wanted if email not in existing]
             if missing:
                 # One hash shared by the demo accounts: they all have the same password anyway.
                 shared_hash = await asyncio.to_thread(hasher.hash, CANDIDATE_PASSWORD)
