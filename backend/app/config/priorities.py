@@ -35,9 +35,9 @@ class PriorityRule(BaseModel):
 class PriorityQueue(BaseModel):
     """How requests of one priority wait when the process is at its limit.
 
-    At most `size` wait at once, each at most `timeout_seconds` before it runs anyway, over the
-    limit; a request that would wait longer (judged from the recent completion rate) or finds
-    the queue full is shed at once.
+    At most `size` wait at once, each at most `timeout_seconds` before it runs anyway, outside
+    the limit; a request that would wait longer (judged from how fast its priority got slots)
+    or finds the queue full is shed at once.
     Shed answers carry `Retry-After: retry_after_seconds`.
     """
 

@@ -91,7 +91,9 @@ class Admission:
         }
         # When requests of each priority were admitted, over its queue's last timeout.
         self._admitted_at: dict[Priority, deque[float]] = {p: deque() for p in PRIORITIES}
-        self._last_release = clock()
+        # The last release, or when the process last went from idle to busy: how long the
+        # requests running now have gone without any of them finishing.
+        self._last_progress = clock()
         self._in_flight_gauges = {p: OVERLOAD_IN_FLIGHT.labels(p) for p in PRIORITIES}
         self._queued_gauges = {p: OVERLOAD_QUEUED.labels(p) for p in PRIORITIES}
         self._overdue_counters = {p: OVERLOAD_OVERDUE.labels(p) for p in PRIORITIES}
@@ -165,7 +167,7 @@ class Admission:
         if slot.counted:
             self.in_flight -= 1
         self._in_flight_gauges[slot.priority].dec()
-        self._last_release = self._clock()
+        self._last_progress = self._clock()
         if route is not None:
             latency = self._clock() - slot.started
             if self._limit.sample(route, latency, slot.in_flight):
@@ -176,6 +178,8 @@ class Admission:
         self.in_flight += 1
         self._in_flight_gauges[priority].inc()
         now = self._clock()
+        if self.in_flight == 1:
+            self._last_progress = now  # idle until now: nothing could have finished
         self._admitted_at[priority].append(now)
         self._admitted_within(priority, now)
         return Slot(priority, now, self.in_flight)
@@ -197,7 +201,7 @@ class Admission:
             return "queue_full"
         now = self._clock()
         timeout = queue.timeout_seconds
-        if now - self._last_release > timeout:
+        if now - self._last_progress > timeout:
             return "wait_too_long"  # nothing finishes: no slot would free up in time
         if line:
             # At the rate this priority got slots (len(admitted) per timeout), the newcomer

@@ -238,7 +238,12 @@ async def test_no_request_finishing_for_a_timeout_sheds_newcomers_at_once() -> N
     admission, clock = make_admission(
         limit=2, queues={"critical": PATIENT, "normal": short, "background": short}
     )
+    # Idle for longer than the timeout: the first requests of a burst start the clock afresh.
+    clock.advance(5.0)
     slots = fill(admission, "normal", 2)
+    burst = await queued(admission, "normal")
+    burst.cancel()
+    await asyncio.gather(burst, return_exceptions=True)
     clock.advance(1.5)
     assert await admission.acquire("normal") == "wait_too_long"
     admission.release(slots[0], "/x")
