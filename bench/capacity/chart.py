@@ -33,6 +33,8 @@ class Step:
     p95_ms: float
     p99_ms: float
     passed: bool | None = None
+    # Successful requests per second (None when the source has no error counts).
+    good_rps: float | None = None
 
 
 def _number(text: str) -> float | None:
@@ -90,7 +92,14 @@ def main() -> None:
     if phases_path.exists():
         report = json.loads(phases_path.read_text())
         steps = [
-            Step(phase["users"], phase["rps"], phase["p95_ms"], phase["p99_ms"], phase["passed"])
+            Step(
+                phase["users"],
+                phase["rps"],
+                phase["p95_ms"],
+                phase["p99_ms"],
+                phase["passed"],
+                (phase["requests"] - phase["errors"]) / phase["seconds"],
+            )
             for phase in report["phases"]
         ]
         knee = report.get("knee_users")
@@ -115,6 +124,16 @@ def main() -> None:
     )
     users = [step.users for step in steps]
     left.plot(users, [step.rps for step in steps], "o-", color="tab:blue", label="req/s per step")
+    good = [(step.users, step.good_rps) for step in steps if step.good_rps is not None]
+    if good:
+        # Past the knee the shedder's 503s are part of req/s: goodput shows what was served.
+        left.plot(
+            [u for u, _ in good],
+            [g for _, g in good],
+            "o--",
+            color="tab:green",
+            label="successful req/s per step",
+        )
     right.plot(users, [step.p95_ms for step in steps], "s-", color="tab:orange", label="p95")
     right.plot(users, [step.p99_ms for step in steps], "^-", color="tab:red", label="p99")
     right.axhline(MAX_P95_MS, color="tab:orange", linestyle=":", linewidth=1)

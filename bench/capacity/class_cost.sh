@@ -17,7 +17,10 @@
 # Knobs: CLASS_USERS (users of every class, instead of the defaults above), CLASS_RATE (0.8 per
 #        user per second), CLASS_SPAWN_RATE (50/s), SETTLE (10 s), MEASURE (30 s), REPEAT (1:
 #        runs of each class, interleaved; the table gives each class's median; 3 on a shared
-#        box), OUT (bench/capacity/out/class_cost).
+#        box), OUT (bench/capacity/out/class_cost), CLASS_PROFILE=1 (py-spy records one worker
+#        through the measured window, summed by profile_summary.py into
+#        DIR/profile_summary.txt; sampling costs the worker CPU, so the CPU figures of such a
+#        run are not comparable with those of a run without it).
 # One class takes about users / spawn rate + SETTLE + MEASURE + 10 s (~60 s by default).
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
@@ -85,9 +88,26 @@ run_class() {
   LOCUST_PID=$!
   start_sampler "$OUT/resources.csv" --locust-pid "$LOCUST_PID" --interval 5 \
     --mark "$window_start" --mark "$window_end"
+  # Redis's command counts over the same window: script calls per request (class_report.py).
+  (sleep "$((window_start - $(date +%s)))" \
+    && redis-cli -p "$REDIS_PORT" config resetstat >/dev/null && sleep "$MEASURE" \
+    && redis-cli -p "$REDIS_PORT" info commandstats >"$OUT/redis_commands.txt") &
+  local counter=$!
+  if [ "${CLASS_PROFILE:-0}" = 1 ]; then
+    "$PY" "$HERE/profile_worker.py" --app-pid "$APP_PID" --out "$OUT" \
+      --delay "$((3 + warmup))" --seconds "$MEASURE" --rate 200 &
+    PROFILER_PID=$!
+  fi
   wait "$LOCUST_PID" || true
   LOCUST_PID=""
+  wait "$counter" || true
   stop_sampler
+  if [ -n "$PROFILER_PID" ]; then
+    wait "$PROFILER_PID" || echo "profiling failed; see $OUT/py-spy.log" >&2
+    PROFILER_PID=""
+    "$PY" "$HERE/profile_summary.py" "$OUT/profile.txt" --meta "$OUT/profile.json" \
+      --svg "$OUT/profile.svg" >"$OUT/profile_summary.txt"
+  fi
   # The app's own counters (why requests were refused, cache hits); the bare app has none.
   [ "$class" = bare ] || curl -s "$HOST/metrics" >"$OUT/metrics.txt" || true
   stop_app

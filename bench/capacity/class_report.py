@@ -5,7 +5,9 @@ For each run: the requests that finished between its two marks, and each categor
 the same marks (resources.py), per request; SATURATED marks a run with more than 1% of its
 requests refused (its figures are not the unloaded cost). With several runs of a class
 (REPEAT) the table ends with each class's median, and the ratios of the app workers' µs per
-request of cached_jobs and cached_read to bare's (issue 16's target: at most 1.3).
+request of cached_jobs and cached_read to bare's (issue 16's target: at most 1.3). `scripts`
+is the Redis script calls (EVALSHA: a limiter decision, a lease call, a cache read) per request
+over the same window (redis_commands.txt), the round trips that batching did not share.
 """
 
 import csv
@@ -44,6 +46,7 @@ def run_costs(directory: Path) -> dict[str, float] | None:
     }
     failed = sum(n for status, n in result["statuses"].items() if not status.startswith("2"))
     costs |= {
+        "scripts": script_calls(directory / "redis_commands.txt") / requests,
         "requests": requests,
         "rps": requests / (end - start),
         "failed": failed,
@@ -55,12 +58,22 @@ def run_costs(directory: Path) -> dict[str, float] | None:
     return costs
 
 
+def script_calls(path: Path) -> float:
+    """EVALSHA calls in Redis's `INFO commandstats` output (NaN when it was not taken)."""
+    if not path.exists():
+        return float("nan")
+    for line in path.read_text().splitlines():
+        if line.startswith("cmdstat_evalsha:"):
+            return float(line.split("calls=")[1].split(",")[0])
+    return 0.0
+
+
 def main() -> None:
     by_class: dict[str, list[float]] = {}
     print(
         f"{'run':<18} {'req/s':>7} {'failed':>6} {'p50':>5} {'p95':>5}  "
         + " ".join(f"{name:>8}" for name in SHOWN)
-        + f" {'box µs':>7} {'box cores':>9}   (µs of CPU per request)"
+        + f" {'box µs':>7} {'box cores':>9} {'scripts':>7}   (µs of CPU per request)"
     )
     for argument in sys.argv[1:]:
         directory = Path(argument)
@@ -74,7 +87,7 @@ def main() -> None:
             f"{directory.name:<18} {costs['rps']:>7.1f} {costs['failed']:>6.0f} "
             f"{costs['p50_ms']:>5.0f} {costs['p95_ms']:>5.0f}  "
             + " ".join(f"{costs[category]:>8.0f}" for category in SHOWN)
-            + f" {costs['box']:>7.0f} {costs['box_cores']:>9.2f}"
+            + f" {costs['box']:>7.0f} {costs['box_cores']:>9.2f} {costs['scripts']:>7.2f}"
             + ("  SATURATED" if costs["failed"] > MAX_FAILED_SHARE * costs["requests"] else "")
         )
     medians = {name: statistics.median(values) for name, values in by_class.items()}
