@@ -46,15 +46,7 @@ start_redis
 # Every account with the token a login would give it (signed with this run's JWT_SECRET).
 (cd "$ROOT/backend" && PYTHONPATH=. "$PY" "$ROOT/bench/overload/tokens.py" "$OUT/accounts.json")
 export CLASS_ACCOUNTS="$OUT/accounts.json"
-# The real app's cached GET /api/jobs body (asked twice: the second is the hit).
-start_app /health/ready app.main:app
-BEARER=$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["candidates"][0]["token"])' \
-  "$CLASS_ACCOUNTS")
-for _ in 1 2; do
-  curl -sf -H "Authorization: Bearer $BEARER" -H 'X-Forwarded-For: 198.19.255.254' \
-    "$HOST/api/jobs" -o "$OUT/jobs_body.json"
-done
-stop_app
+fetch_jobs_body "$CLASS_ACCOUNTS" "$OUT/jobs_body.json"
 export BARE_BODY_FILE="$OUT/jobs_body.json"
 echo "GET /api/jobs body: $(wc -c <"$BARE_BODY_FILE") bytes"
 

@@ -100,6 +100,20 @@ stop_app() {
   APP_PID=""
 }
 
+# fetch_jobs_body ACCOUNTS_JSON FILE: the real app's cached GET /api/jobs body, as the bare
+# route (bare_app.py) serves it. Asked twice: the second answer is the cache hit.
+fetch_jobs_body() {
+  local accounts=$1 file=$2 bearer
+  start_app /health/ready app.main:app
+  bearer=$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["candidates"][0]["token"])' \
+    "$accounts")
+  for _ in 1 2; do
+    curl -sf -H "Authorization: Bearer $bearer" -H 'X-Forwarded-For: 198.19.255.254' \
+      "$HOST/api/jobs" -o "$file"
+  done
+  stop_app
+}
+
 # start_sampler CSV ARGS...: resources.py in the background (see there), stopped by stop_sampler.
 start_sampler() {
   local csv=$1

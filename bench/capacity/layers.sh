@@ -12,13 +12,7 @@ mkdir -p "$OUT/prometheus"
 fresh_database 400 2
 start_redis
 (cd "$ROOT/backend" && PYTHONPATH=. "$PY" "$ROOT/bench/overload/tokens.py" "$OUT/accounts.json")
-# The real app's cached GET /api/jobs body, for the bare route.
-start_app /health/ready app.main:app
-BEARER=$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["candidates"][0]["token"])' \
-  "$OUT/accounts.json")
-curl -sf -H "Authorization: Bearer $BEARER" -H 'X-Forwarded-For: 198.19.255.254' \
-  "$HOST/api/jobs" -o "$OUT/jobs_body.json"
-stop_app
+fetch_jobs_body "$OUT/accounts.json" "$OUT/jobs_body.json"
 cd "$ROOT/backend"
 PROMETHEUS_MULTIPROC_DIR="$OUT/prometheus" PYTHONPATH=. \
   "$PY" "$HERE/layers.py" "$OUT/accounts.json" "$OUT/jobs_body.json" | tee "$OUT/report.txt"
