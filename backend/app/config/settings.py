@@ -396,6 +396,10 @@ class Settings(BaseSettings):
     overload_max_limit: int = Field(256, ge=1)
     # Latency may reach this multiple of a route's no-load latency before the limit shrinks.
     overload_latency_tolerance: float = Field(2.0, ge=1.0)
+    # Added to latency and no-load latency before comparing them: interleaving that costs less
+    # than this is not congestion (in a CPU-bound worker every concurrent request slows the
+    # others), nor is sub-millisecond jitter.
+    overload_latency_allowance_ms: float = Field(20.0, gt=0)
     # Share of each window's new estimate in the limit (1: jump at once; lower: steadier).
     overload_smoothing: float = Field(0.5, gt=0, le=1)
     # The limit moves once per window: at least this long and this many finished requests.

@@ -19,14 +19,15 @@ class FakeClock:
 
 
 def limit_parameters(**overrides: Any) -> LimitParameters:
-    """Parameters for the tests: floor 4, start 20,
-    ceiling 100, windows of 1 s and 5 samples, no smoothing (each window's estimate is taken
-    whole), so the arithmetic in the tests is the algorithm's."""
+    """Parameters for the tests: floor 4, start 20, ceiling 100, a 1 ms latency allowance,
+    windows of 1 s and 5 samples, no smoothing (each window's estimate is taken whole), so the
+    arithmetic in the tests is the algorithm's."""
     values: dict[str, Any] = {
         "min_limit": 4,
         "max_limit": 100,
         "initial_limit": 20,
         "tolerance": 2.0,
+        "allowance_seconds": 0.001,
         "smoothing": 1.0,
         "window_seconds": 1.0,
         "window_min_samples": 5,

@@ -48,6 +48,33 @@ def test_latency_within_the_tolerance_is_not_congestion() -> None:
     assert limit.limit > 20
 
 
+@pytest.mark.parametrize(("allowance", "congested"), [(0.001, True), (0.020, False)])
+def test_interleaving_within_the_allowance_is_not_congestion(
+    allowance: float, congested: bool
+) -> None:
+    """A CPU-bound worker: a 3 ms route takes 12 ms while requests interleave. Against the
+    bare baseline that is 4x; with a 20 ms allowance it is (12 + 20) / (3 + 20) = 1.4x."""
+    limit, clock, _ = make_limit(allowance_seconds=allowance)
+    learn_baseline(limit, clock, 0.003)
+    run_window(limit, clock, latency=0.012, in_flight=12)
+    ratio = (0.012 + allowance) / (0.003 + allowance)
+    if congested:
+        assert limit.gradient == pytest.approx(2.0 / ratio)
+        assert limit.limit < 20
+    else:
+        assert limit.gradient == 1.0
+        assert limit.limit == pytest.approx(20 + math.sqrt(20))
+
+
+def test_a_queue_beyond_the_allowance_is_congestion() -> None:
+    """Latency past tolerance x baseline + (tolerance - 1) x allowance shrinks the limit."""
+    limit, clock, _ = make_limit(allowance_seconds=0.020)
+    learn_baseline(limit, clock, 0.003)
+    run_window(limit, clock, latency=0.030, in_flight=20)  # 2 x 3 + 20 = 26 ms allowed
+    assert limit.gradient == pytest.approx(2.0 / ((0.030 + 0.020) / (0.003 + 0.020)))
+    assert limit.limit < 20
+
+
 def test_one_window_at_most_halves_the_limit_and_the_floor_holds() -> None:
     limit, clock, _ = make_limit()
     learn_baseline(limit, clock, BASE)
@@ -222,6 +249,7 @@ def test_contradicting_bounds_are_refused(low: int, start: int, high: int) -> No
             initial_limit=start,
             max_limit=high,
             tolerance=2.0,
+            allowance_seconds=0.02,
             smoothing=0.2,
             window_seconds=0.2,
             window_min_samples=10,
