@@ -17,9 +17,10 @@ concurrency filter, with two changes for an API whose routes cost very different
 * **The allowance** keeps the limit honest in a CPU-bound worker, where k requests in flight
   each take about k times their CPU time: against a bare few-millisecond baseline, any
   concurrency above the tolerance read as congestion, and the limit sat at its floor with a
-  fifth of the cores idle (measured with a 1 ms allowance at 1,250 users: limit 8-10 per worker,
-  window median ratios 1.6-2.4 at 6 ms mean latency, admin requests shed while p95 was
-  19-46 ms). A few tens of milliseconds of interleaving are not what users feel; a queue is.
+  quarter to a third of the cores idle (measured with a 1 ms allowance at 1,250 users: limit
+  8-10 per worker, window median ratios 1.6-2.4 at 6 ms mean latency, admin requests shed
+  while p95 was 19-46 ms). A few tens of milliseconds of interleaving are not what users feel;
+  a queue is.
 * **Windows.** Samples are gathered until a window has lasted OVERLOAD_WINDOW_SECONDS and holds
   OVERLOAD_WINDOW_MIN_SAMPLES. At its close the gradient is the least of three, each
   ``clamp(threshold / value, 0.5, 1)``: the median ratio against OVERLOAD_LATENCY_TOLERANCE, the
