@@ -44,7 +44,11 @@ COLUMNS = [
 ]
 POSTGRES_PORT = 5432
 CPU_READ_SECONDS = 1.0
-ProcessKey = tuple[int, float]  # pid and start time: a reused pid is another process
+# A process, compared by pid and start time since boot (psutil's identity of a Process), so a
+# reused pid is another process. Not the start time as a date: psutil derives that from the
+# kernel's boot time, which moves a second when NTP nudges the wall clock, and once made a
+# worker count its whole CPU time twice.
+ProcessKey = psutil.Process
 
 
 @dataclass
@@ -139,13 +143,12 @@ class Sampler:
         ours = [self.postmaster]
         for child in children:
             try:
-                key = (child.pid, child.create_time())
-                if key not in self.postgres_ours:
+                if child not in self.postgres_ours:
                     database = postgres_backend_database(" ".join(child.cmdline()))
                     if database is not None:
-                        self.postgres_ours[key] = database == self.args.database
+                        self.postgres_ours[child] = database == self.args.database
                 # The server's own processes (and a backend still starting) count as ours.
-                if self.postgres_ours.get(key, True):
+                if self.postgres_ours.get(child, True):
                     ours.append(child)
             except psutil.Error:
                 continue
@@ -167,8 +170,7 @@ class Sampler:
             category.alive = 0
             for process in processes:
                 try:
-                    key = (process.pid, process.create_time())
-                    category.seen(key, cpu_seconds(process), at_start=at_start)
+                    category.seen(process, cpu_seconds(process), at_start=at_start)
                     category.alive += 1
                 except psutil.Error:
                     continue
@@ -202,11 +204,10 @@ class Sampler:
         connections = self._connections()
         for process in self.workers:
             try:
-                key = (process.pid, process.create_time())
                 rss = process.memory_info().rss / 2**20
             except psutil.Error:
                 continue
-            cpu = self.categories["workers"].last.get(key, 0.0)
+            cpu = self.categories["workers"].last.get(process, 0.0)
             tcp = connections.get(process.pid, {})
             rows.append(
                 [
@@ -214,7 +215,7 @@ class Sampler:
                     "worker",
                     process.pid,
                     1,
-                    f"{cpu - self.categories['workers'].first.get(key, 0.0):.3f}",
+                    f"{cpu - self.categories['workers'].first.get(process, 0.0):.3f}",
                     f"{rss:.1f}",
                     tcp.get("clients", 0),
                     tcp.get("postgres", 0),
