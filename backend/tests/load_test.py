@@ -174,7 +174,7 @@ class _MixUser(FastHttpUser):
         if not token:
             return
         self.headers["Authorization"] = f"Bearer {token}"
-        # Only the expiry is read: the server checks the signature, the client never can.
+        # Only the expiry is read; the signature is the server's to check (no key here).
         expires = jwt.decode(token, options={"verify_signature": False})["exp"]
         now = time.time()
         self.renew_at = now + (expires - now) * random.uniform(*RENEW_AFTER_SHARE)

@@ -45,9 +45,9 @@ COLUMNS = [
 POSTGRES_PORT = 5432
 CPU_READ_SECONDS = 1.0
 # A process, compared by pid and start time since boot (psutil's identity of a Process), so a
-# reused pid is another process. Not the start time as a date: psutil derives that from the
-# kernel's boot time, which moves a second when NTP nudges the wall clock, and once made a
-# worker count its whole CPU time twice.
+# reused pid is another process. Not the start time as a date: psutil adds the kernel's boot
+# time, which can move by a second when the wall clock is adjusted; keyed on the date, a worker
+# once counted its whole CPU time twice.
 ProcessKey = psutil.Process
 
 
